@@ -67,6 +67,6 @@ class BM25Retriever:
                 keep = scores[row] > 0
                 run[query_ids[i]] = {
                     self.doc_ids[index]: float(score)
-                    for index, score in zip(np.asarray(indices[row])[keep], np.asarray(scores[row])[keep])
+                    for index, score in zip(np.asarray(indices[row])[keep], np.asarray(scores[row])[keep], strict=True)
                 }
         return run
