@@ -1,0 +1,225 @@
+"""Every objective on a small batch whose scores are set by hand, against the formula written out with `math`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sentence_transformers.cross_encoder import CrossEncoder
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from trainers.losses import (
+    ADRMSELoss,
+    CombinedLoss,
+    DistillRankNetLoss,
+    HingeLoss,
+    InfoNCELoss,
+    KLDivergenceLoss,
+    MarginMSELoss,
+    PointwiseBCELoss,
+    PointwiseMSELoss,
+)
+
+# Two lists of three documents. Student logits s, teacher scores t, teacher ranks r, labels y.
+QUERIES = ["q1", "q2"]
+DOCUMENTS = [["a", "b", "c"], ["d", "e", "f"]]
+S = [[2.0, 0.5, -1.0], [0.0, 1.0, 0.5]]
+T = [[3.0, 1.0, 0.0], [0.5, 2.0, -1.0]]
+R = [[1, 2, 3], [2, 1, 3]]
+Y = [[1, 0, 0], [0, 1, 0]]
+# Scores of the cross pairs, used only as in-batch negatives.
+CROSS = {("q1", "d"): 0.3, ("q1", "e"): -0.2, ("q1", "f"): 0.1, ("q2", "a"): 1.5, ("q2", "b"): -0.5, ("q2", "c"): 0.2}
+
+
+class HandScores(nn.Module):
+    """Stands in for a CrossEncoder inside a loss: the score of each (query, document) pair is set by hand."""
+
+    num_labels = 1
+    device = torch.device("cpu")
+
+    def __init__(self):
+        super().__init__()
+        table = {
+            (q, d): s
+            for q, docs, row in zip(QUERIES, DOCUMENTS, S, strict=True)
+            for d, s in zip(docs, row, strict=True)
+        } | CROSS
+        self.pairs = list(table)
+        self.logits = nn.Parameter(torch.tensor([table[p] for p in self.pairs]))
+
+    def preprocess(self, pairs, prompt=None, task=None):
+        return {"pair_index": torch.tensor([self.pairs.index(tuple(p)) for p in pairs])}
+
+    def forward(self, features):
+        return {"scores": self.logits[features["pair_index"]].unsqueeze(-1)}
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(minilm_path, tmp_path_factory) -> CrossEncoder:
+    """A tiny random BERT cross-encoder with the MiniLM tokenizer (the losses need a real CrossEncoder to build)."""
+    folder = tmp_path_factory.mktemp("tiny-ce")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return CrossEncoder(str(folder))
+
+
+def run(loss, targets):
+    """The loss on the hand-scored batch, and the model stand-in (to check gradients)."""
+    scores = HandScores()
+    loss.model = scores
+    value = loss([QUERIES, DOCUMENTS], {k: [torch.tensor(row) for row in v] for k, v in targets.items()})
+    return value, scores
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def test_pointwise_bce(cross_encoder):
+    value, _ = run(PointwiseBCELoss(cross_encoder), {"labels": Y, "scores": T})
+    expected = [
+        -(log_sigmoid(s) if y else log_sigmoid(-s))
+        for srow, yrow in zip(S, Y, strict=True)
+        for s, y in zip(srow, yrow, strict=True)
+    ]
+    assert value.item() == pytest.approx(sum(expected) / 6, abs=1e-6)
+
+
+def test_pointwise_mse(cross_encoder):
+    value, _ = run(PointwiseMSELoss(cross_encoder), {"scores": T, "labels": Y})
+    # (2-3)^2 + (0.5-1)^2 + (-1-0)^2 + (0-0.5)^2 + (1-2)^2 + (0.5+1)^2 = 5.75
+    assert value.item() == pytest.approx(5.75 / 6, abs=1e-6)
+
+
+def test_hinge(cross_encoder):
+    value, _ = run(HingeLoss(cross_encoder, margin=1.0), {"labels": Y, "scores": T})
+    # ordered pairs: (a,b) 1.5, (a,c) 3.0, (e,d) 1.0, (e,f) 0.5 -> hinge 0, 0, 0, 0.5
+    assert value.item() == pytest.approx(0.5 / 4, abs=1e-6)
+
+
+def test_margin_mse(cross_encoder):
+    value, _ = run(MarginMSELoss(cross_encoder), {"scores": T})
+    # anchors a and e (teacher's best). student margins 1.5, 3.0 | 1.0, 0.5; teacher margins 2, 3 | 1.5, 3
+    assert value.item() == pytest.approx((0.25 + 0.0 + 0.25 + 6.25) / 4, abs=1e-6)
+
+
+def info_nce_term(positive: float, negatives: list[float]) -> float:
+    return -positive + math.log(math.exp(positive) + sum(math.exp(n) for n in negatives))
+
+
+def test_info_nce_labels(cross_encoder):
+    value, _ = run(InfoNCELoss(cross_encoder), {"labels": Y, "scores": T})
+    expected = (info_nce_term(2.0, [0.5, -1.0]) + info_nce_term(1.0, [0.0, 0.5])) / 2
+    assert value.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_info_nce_in_batch_negatives(cross_encoder):
+    value, _ = run(InfoNCELoss(cross_encoder, in_batch_negatives=True), {"labels": Y})
+    q1 = info_nce_term(2.0, [0.5, -1.0, 0.3, -0.2, 0.1])
+    q2 = info_nce_term(1.0, [0.0, 0.5, 1.5, -0.5, 0.2])
+    assert value.item() == pytest.approx((q1 + q2) / 2, abs=1e-6)
+
+
+def test_info_nce_positive_from_teacher(cross_encoder):
+    # Teacher's best: a (score 3) and e (score 2), the same documents as the labels' positives here.
+    by_teacher, _ = run(InfoNCELoss(cross_encoder, positive_from="teacher"), {"scores": [[0, 5, 1], T[1]]})
+    expected = (info_nce_term(0.5, [2.0, -1.0]) + info_nce_term(1.0, [0.0, 0.5])) / 2
+    assert by_teacher.item() == pytest.approx(expected, abs=1e-6)
+
+
+def ranknet_terms(scores: list[float], ranks: list[int]) -> list[float]:
+    n = len(scores)
+    return [math.log1p(math.exp(-(scores[i] - scores[j]))) for i in range(n) for j in range(n) if ranks[i] < ranks[j]]
+
+
+def test_distill_ranknet(cross_encoder):
+    value, _ = run(DistillRankNetLoss(cross_encoder), {"ranks": R, "scores": [[0, 0, 0], [0, 0, 0]]})
+    terms = ranknet_terms(S[0], R[0]) + ranknet_terms(S[1], R[1])
+    assert len(terms) == 6
+    assert value.item() == pytest.approx(sum(terms) / 6, abs=1e-6)
+    # Without ranks, the teacher scores order the pairs (here the same order as the ranks).
+    from_scores, _ = run(DistillRankNetLoss(cross_encoder), {"scores": T})
+    assert from_scores.item() == pytest.approx(value.item(), abs=1e-6)
+
+
+def test_adr_mse(cross_encoder):
+    value, _ = run(ADRMSELoss(cross_encoder), {"ranks": R})
+    terms = []
+    for scores, ranks in zip(S, R, strict=True):
+        for i, (s_i, r_i) in enumerate(zip(scores, ranks, strict=True)):
+            approx = 1 + sum(1 / (1 + math.exp(-(s_j - s_i))) for j, s_j in enumerate(scores) if j != i)
+            terms.append((approx - r_i) ** 2 / math.log2(r_i + 1))
+    assert value.item() == pytest.approx(sum(terms) / 6, abs=1e-6)
+
+
+def softmax(values: list[float], temperature: float) -> list[float]:
+    exps = [math.exp(v / temperature) for v in values]
+    return [e / sum(exps) for e in exps]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_kl_divergence(cross_encoder, temperature):
+    value, _ = run(KLDivergenceLoss(cross_encoder, temperature=temperature), {"scores": T, "labels": Y})
+    kl = 0.0
+    for scores, teacher in zip(S, T, strict=True):
+        p, q = softmax(teacher, temperature), softmax(scores, temperature)
+        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    assert value.item() == pytest.approx(temperature**2 * kl / 2, abs=1e-6)
+
+
+def test_kl_divergence_is_zero_when_student_matches_teacher(cross_encoder):
+    value, _ = run(KLDivergenceLoss(cross_encoder, temperature=3.0), {"scores": S})
+    assert value.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_combined_weights_each_objective(cross_encoder):
+    targets = {"scores": T, "labels": Y, "ranks": R}
+    margin_mse, _ = run(MarginMSELoss(cross_encoder), targets)
+    info_nce, _ = run(InfoNCELoss(cross_encoder), targets)
+    combined = CombinedLoss(cross_encoder, [(MarginMSELoss(cross_encoder), 1.0), (InfoNCELoss(cross_encoder), 0.25)])
+    for objective in combined.objectives:
+        objective.model = HandScores()
+    parts = combined([QUERIES, DOCUMENTS], {k: [torch.tensor(row) for row in v] for k, v in targets.items()})
+    assert list(parts) == ["MarginMSELoss", "InfoNCELoss"]
+    assert parts["MarginMSELoss"].item() == pytest.approx(margin_mse.item(), abs=1e-6)
+    assert parts["InfoNCELoss"].item() == pytest.approx(0.25 * info_nce.item(), abs=1e-6)
+    config = combined.get_config_dict()["objectives"]
+    assert [(o["name"], o["weight"]) for o in config] == [("MarginMSELoss", 1.0), ("InfoNCELoss", 0.25)]
+    assert config[1]["config"]["in_batch_negatives"] is False
+
+
+@pytest.mark.parametrize(
+    "loss_class", [PointwiseBCELoss, PointwiseMSELoss, HingeLoss, MarginMSELoss, InfoNCELoss, DistillRankNetLoss]
+)
+def test_gradient_reaches_the_scores(cross_encoder, loss_class):
+    value, scores = run(loss_class(cross_encoder), {"scores": T, "labels": Y, "ranks": R})
+    value.backward()
+    assert scores.logits.grad is not None and scores.logits.grad[:6].abs().sum() > 0
+
+
+def test_missing_target_column_is_named(cross_encoder):
+    with pytest.raises(ValueError, match=r"HingeLoss trains on 'labels'.*only has the target columns \['scores'\]"):
+        run(HingeLoss(cross_encoder), {"scores": T})
+
+
+def test_info_nce_list_without_positive(cross_encoder):
+    with pytest.raises(ValueError, match="one positive"):
+        run(InfoNCELoss(cross_encoder), {"labels": [[0, 0, 0], [0, 1, 0]]})
+
+
+def test_row_requirements(cross_encoder):
+    assert "MarginMSELoss needs lists of at least 2" in MarginMSELoss(cross_encoder).row_problem(1, {"scores": [1.0]})
+    assert "no 'labels' column" in HingeLoss(cross_encoder).row_problem(3, {"scores": [1.0, 0.0, 2.0]})
+    assert "one positive" in InfoNCELoss(cross_encoder).row_problem(2, {"labels": [0, 0]})
+    assert InfoNCELoss(cross_encoder).row_problem(2, {"labels": [0, 1]}) is None
