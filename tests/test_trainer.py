@@ -1,0 +1,199 @@
+"""DistillationTrainer on tiny models: MICE-aware batching against the joint-pair path, gradients, bad rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from modeling_mice import MiceForSequenceClassification
+from trainers import (
+    CombinedLoss,
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    DistillRankNetLoss,
+    InfoNCELoss,
+    KLDivergenceLoss,
+    MarginMSELoss,
+    find_mice_model,
+)
+
+QUERIES = [
+    "how do i configure the network interfaces file on a debian server",
+    "which package provides the command to list open files",
+]
+DOCUMENTS = [
+    [
+        "The interfaces file in /etc/network describes the network interfaces.",
+        "ifupdown brings interfaces up and down.",
+        "apt installs packages.",
+        "The kernel drives the hardware.",
+    ],
+    ["lsof lists open files.", "The procps package has ps and top.", "dpkg -S finds a file's package.", "Bash."],
+]
+SCORES = [[4.0, 2.5, -1.0, 0.0], [3.0, 0.5, 1.5, -2.0]]
+LABELS = [[1, 0, 0, 0], [1, 0, 0, 0]]
+
+
+def rows(n: int = 2) -> Dataset:
+    return Dataset.from_dict(
+        {
+            "query": (QUERIES * n)[:n],
+            "documents": (DOCUMENTS * n)[:n],
+            "scores": (SCORES * n)[:n],
+            "labels": (LABELS * n)[:n],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def backbone(minilm_path, tmp_path_factory) -> str:
+    """A tiny random 3-layer BERT cross-encoder folder with the MiniLM tokenizer, no dropout."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def build_mice(backbone: str, folder, **config) -> str:
+    """MICE-ℓ1+2 built from the tiny backbone, saved as a remote-code folder."""
+    model = MiceForSequenceClassification.from_backbone(backbone, fusion_layer=1, interaction_layers=2, **config)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def mice_folder(backbone, tmp_path_factory) -> str:
+    return build_mice(backbone, tmp_path_factory.mktemp("tiny-mice"))
+
+
+def trainer_for(model, loss, tmp_path, train=None, **args) -> DistillationTrainer:
+    arguments = DistillationTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], per_device_train_batch_size=2, max_steps=2, save_strategy="no", **args
+    )
+    return DistillationTrainer(model=model, args=arguments, train_dataset=rows() if train is None else train, loss=loss)
+
+
+def batch_loss(trainer: DistillationTrainer, data: Dataset) -> torch.Tensor:
+    batch = trainer.data_collator([data[i] for i in range(len(data))])
+    return trainer.compute_loss(trainer.model, batch)
+
+
+def test_mice_aware_batching_matches_joint_pairs_with_fewer_flops(mice_folder, tmp_path):
+    model = CrossEncoder(mice_folder, trust_remote_code=True)
+    assert find_mice_model(model) is not None
+    loss = CombinedLoss(model, [(MarginMSELoss(model), 1.0), (KLDivergenceLoss(model, temperature=2.0), 0.5)])
+    data = rows()
+    with FlopCounterMode(display=False) as mice_flops:
+        mice_aware = batch_loss(trainer_for(model, loss, tmp_path), data)
+    # The generic path: each objective scores joint pairs itself, as in sentence-transformers.
+    targets = {"scores": [torch.tensor(s) for s in data["scores"]]}
+    with FlopCounterMode(display=False) as joint_flops:
+        joint = sum(loss([data["query"], data["documents"]], targets).values())
+    assert mice_aware.item() == pytest.approx(joint.item(), abs=1e-5)
+    # Joint pairs also repeat the forward for each objective; compare with one joint forward too.
+    joint_once = trainer_for(model, loss, tmp_path / "joint", mice_aware_batching=False)
+    with FlopCounterMode(display=False) as joint_once_flops:
+        joint_once_loss = batch_loss(joint_once, data)
+    assert joint_once_loss.item() == pytest.approx(joint.item(), abs=1e-5)
+    assert mice_flops.get_total_flops() < joint_once_flops.get_total_flops() < joint_flops.get_total_flops()
+
+
+def parameters_without_gradient(folder: str, tmp_path) -> list[str]:
+    model = CrossEncoder(folder, trust_remote_code=True)
+    loss = batch_loss(trainer_for(model, InfoNCELoss(model), tmp_path), rows())
+    loss.backward()
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    assert len(params) > 50
+    return [name.removeprefix("0.model.mice.") for name, p in params if p.grad is None or p.grad.abs().sum() == 0]
+
+
+def test_gradients_reach_every_trainable_mice_parameter(backbone, tmp_path):
+    assert parameters_without_gradient(build_mice(backbone, tmp_path / "mean", pooling="mean"), tmp_path) == []
+
+
+def test_cls_pooling_leaves_only_the_last_cross_attention_weights_without_gradient(mice_folder, tmp_path):
+    """With [CLS] pooling and mask_cls_to_doc (the paper's setting), the last interaction layer's cross-attention
+    only updates query tokens that nothing reads afterwards: its weights get no gradient, only the output bias
+    (added to the [CLS] row too) does. Every other parameter trains."""
+    last = "cross_attention.1."
+    expected = [f"{last}self.{p}.{w}" for p in ("query", "key", "value") for w in ("weight", "bias")]
+    assert sorted(parameters_without_gradient(mice_folder, tmp_path)) == sorted(
+        [*expected, f"{last}output.dense.weight"]
+    )
+
+
+@pytest.mark.parametrize("model_kind", ["cross-encoder", "mice"])
+def test_training_steps_change_the_weights(model_kind, backbone, mice_folder, tmp_path):
+    model = CrossEncoder(mice_folder, trust_remote_code=True) if model_kind == "mice" else CrossEncoder(backbone)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = trainer_for(model, DistillRankNetLoss(model), tmp_path, train=rows(4), learning_rate=1e-3)
+    result = trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+    changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
+    assert len(changed) > len(before) // 2
+
+
+def test_objectives_also_train_in_cross_encoder_trainer(backbone, tmp_path):
+    """A plain CrossEncoderTrainer passes the one label column ("scores") as a list of tensors."""
+    model = CrossEncoder(backbone)
+    data = rows(4).remove_columns("labels")
+    args = CrossEncoderTrainingArguments(output_dir=str(tmp_path), report_to=[], max_steps=2, save_strategy="no")
+    result = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=MarginMSELoss(model)).train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+
+
+@pytest.mark.parametrize(
+    ("data", "loss_class", "message"),
+    [
+        (rows().select([]), MarginMSELoss, r"training set is empty"),
+        (
+            rows(3)
+            .map(
+                lambda r, i: {"documents": r["documents"][:1], "scores": r["scores"][:1]} if i == 2 else {},
+                with_indices=True,
+            )
+            .remove_columns("labels"),
+            MarginMSELoss,
+            r"Row 2 of the training set \(query 'how do i configure.*1 document\(s\), but MarginMSELoss needs lists "
+            r"of at least 2",
+        ),
+        (
+            rows(2).map(lambda r, i: {"scores": [1.0, float("nan"), 0.0, 0.0]} if i == 1 else {}, with_indices=True),
+            MarginMSELoss,
+            r"Row 1 of the training set \(query 'which package.*scores has a non-finite value \(nan\) at position 1",
+        ),
+        (
+            rows(2).map(lambda r, i: {"scores": [1.0, 2.0]} if i == 0 else {}, with_indices=True),
+            MarginMSELoss,
+            r"Row 0 .*4 documents but 2 scores",
+        ),
+        (
+            rows(2).map(lambda r, i: {"labels": [0, 0, 0, 0]} if i == 1 else {}, with_indices=True),
+            InfoNCELoss,
+            r"Row 1 .*InfoNCELoss needs one positive",
+        ),
+        (rows(2).remove_columns("scores"), KLDivergenceLoss, r"Row 0 .*no 'scores' column, which KLDivergenceLoss"),
+    ],
+    ids=["empty", "short-list", "nan-score", "length-mismatch", "no-positive", "missing-target"],
+)
+def test_bad_rows_are_named(backbone, tmp_path, data, loss_class, message):
+    model = CrossEncoder(backbone)
+    with pytest.raises(ValueError, match=message):
+        trainer_for(model, loss_class(model), tmp_path, train=data)

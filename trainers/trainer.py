@@ -1,0 +1,139 @@
+"""The distillation trainer: sentence-transformers' CrossEncoderTrainer on listwise rows, MICE-aware.
+
+It trains whatever CrossEncoder it is given: a standard sequence-classification cross-encoder, or MICE loaded as a
+CrossEncoder (``trust_remote_code``). Rows are ``{"query", "documents", "scores"[, "ranks"][, "labels"]}``
+(docs/design.md). Each batch is scored once, through MICE's separate-input forward when the model is MICE
+(``trainers.batching``), and the scores are shared by all objectives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+from torch import nn
+
+from .batching import BatchScores, ListwiseDataCollator, scored_by
+from .losses import MarginMSELoss
+from .losses.listwise import TARGET_COLUMNS, ListwiseObjective, is_finite
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillationTrainingArguments(CrossEncoderTrainingArguments):
+    """``CrossEncoderTrainingArguments`` plus the distillation trainer's own settings.
+
+    Args:
+        mice_aware_batching: score MICE models through their separate-input forward (each query's lower layers run
+            once per list). Switch off only to compare with the joint-pair path; other models ignore it.
+    """
+
+    mice_aware_batching: bool = field(
+        default=True, metadata={"help": "Score MICE lists with the separate-input forward (query encoded once)."}
+    )
+
+
+class DistillationTrainer(CrossEncoderTrainer):
+    """Trains a cross-encoder or a MICE model on listwise rows with any objective of ``trainers.losses``.
+
+    Same arguments as :class:`~sentence_transformers.cross_encoder.CrossEncoderTrainer`; ``args`` must be
+    :class:`DistillationTrainingArguments` and the default loss is :class:`~trainers.losses.MarginMSELoss`.
+    The training and evaluation sets are checked row by row before training (empty set, list too short for an
+    objective, NaN or infinite scores, targets that do not match the documents), and a bad row is reported with
+    its index and query.
+    """
+
+    data_collator_class = ListwiseDataCollator
+    training_args_class = DistillationTrainingArguments
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        losses = self.loss if isinstance(self.loss, dict) else {None: self.loss}
+        for name, dataset in (("training", self.train_dataset), ("evaluation", self.eval_dataset)):
+            for subset, rows in dataset.items() if isinstance(dataset, Mapping) else [(None, dataset)]:
+                if rows is not None:
+                    label = f"{name} set" + (f" {subset!r}" if subset else "")
+                    validate_rows(rows, losses.get(subset, losses.get(None)), label)
+
+    def get_default_loss(self, model) -> nn.Module:
+        return MarginMSELoss(model)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+        dataset_name = inputs.pop("dataset_name", None)
+        prompt = inputs.pop("prompt", None)
+        task = inputs.pop("task", None)
+        targets = inputs.pop("label", None)
+        queries, documents = inputs["query"], inputs["documents"]
+        loss_fn = self.loss[dataset_name] if isinstance(self.loss, dict) else self.loss
+        if not isinstance(loss_fn, ListwiseObjective):
+            # A sentence-transformers listwise loss takes one label column.
+            targets = next((targets[c] for c in ("scores", "labels") if targets.get(c) is not None), None)
+        stand_in = BatchScores(
+            self.model,
+            queries,
+            documents,
+            mice_aware=self.args.mice_aware_batching,
+            prompt=prompt,
+            task=task,
+            forward=model,
+        )
+        with scored_by(loss_fn, self.model, stand_in):
+            loss = loss_fn([queries, documents], targets, prompt=prompt, task=task)
+        if isinstance(loss, dict):
+            self.track_loss_components(loss)
+            loss = torch.stack(list(loss.values())).sum()
+        return (loss, {}) if return_outputs else loss
+
+
+def validate_rows(dataset: Dataset | DatasetDict, loss: nn.Module | None, name: str = "training set") -> None:
+    """Check listwise rows before training; raise ``ValueError`` naming the first bad row and what is wrong."""
+    if len(dataset) == 0:
+        raise ValueError(f"The {name} is empty: there is nothing to train on. Check the teacher dataset and filters.")
+    # Columns as the trainer sees them: a lazily joined dataset only has "query"/"documents" after its transform.
+    columns = list(dataset[0])
+    missing = {"query", "documents"} - set(columns)
+    if missing:
+        raise ValueError(
+            f"The {name} has no {sorted(missing)} column(s); listwise rows are "
+            '{"query": str, "documents": list[str], "scores": list[float], ["ranks"], ["labels"]} '
+            f"(got columns {columns})."
+        )
+    targets = [column for column in TARGET_COLUMNS if column in columns]
+    objective = loss if isinstance(loss, ListwiseObjective) else None
+    index = 0
+    for chunk in dataset.iter(batch_size=1024):
+        for query, documents, *values in zip(*(chunk[c] for c in ["query", "documents", *targets]), strict=True):
+            row_targets = dict(zip(targets, values, strict=True))
+            problem = row_problem(documents, row_targets) or (
+                objective.row_problem(len(documents), row_targets) if objective else None
+            )
+            if problem:
+                raise ValueError(f"Row {index} of the {name} (query {query!r}): {problem}.")
+            index += 1
+
+
+def row_problem(documents: list[str], targets: dict[str, list | None]) -> str | None:
+    """What is wrong with one row regardless of the objective, or None."""
+    if not documents:
+        return "the list of documents is empty"
+    for column, values in targets.items():
+        if values is None:
+            continue
+        if len(values) != len(documents):
+            return f"{len(documents)} documents but {len(values)} {column}"
+        if not is_finite(values):
+            position = next(i for i, v in enumerate(values) if not is_finite([v]))
+            return f"{column} has a non-finite value ({values[position]}) at position {position}"
+    return None
