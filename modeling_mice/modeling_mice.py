@@ -1,0 +1,811 @@
+"""MICE: Minimal Interaction Cross-Encoders, on BERT, RoBERTa, ELECTRA, MPNet, DeBERTa-v2/v3 and ModernBERT encoders.
+
+MICE-ℓk+m (Morand et al., arXiv 2602.16299) keeps the first `k + m` layers of an encoder:
+
+* layers `0..k-1` (the backbone, the family's own transformers model truncated to `k` layers) encode the query
+  `[CLS] q [SEP]` and the document `[CLS] d [SEP]` independently, each with positions as if tokenized alone, so
+  documents can be encoded once and cached (`encode_documents`);
+* layers `k..k+m-1` (interaction layers, the family's own layer modules) update only the query tokens: self-attention
+  over the query (with the layer's own weights and position scheme; query tokens may not attend to the query [CLS]),
+  then cross-attention to the frozen document states output by layer `k-1` (a separate module per layer, seeded from
+  that layer's self-attention weights; the query [CLS] may not cross-attend), then the layer's feed-forward block;
+* the family's own classification head reads the query [CLS] (or the mean of the query tokens).
+
+Cross-attention is content-only: documents and queries have independent position schemes, so there is no relative or
+rotary position term between a query token and a document token (MPNet, DeBERTa and ModernBERT keep their position
+terms in the query self-attention). ModernBERT applies each interaction layer's `attn_norm` to the document states and
+the query, as in the paper's Ettin models. A query token with no allowed document key (the [CLS] under
+`mask_cls_to_doc`, padding) gets an exactly zero cross-attention context, not a uniform average or NaN.
+
+Scores are raw logits `(batch, num_labels)`; no activation is applied inside the model. This file and
+`configuration_mice.py` depend only on torch and transformers, so they travel to the Hub as remote code.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_mice import MiceConfig
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs and the document cache
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MiceDocumentStates:
+    """Documents encoded by the independent layers, ready to be scored against any query.
+
+    Attributes:
+        hidden_states: `(N, Ld, H)` output of layer `fusion_layer - 1` for `[CLS] d [SEP]` (right-padded).
+        attention_mask: `(N, Ld)` 1 for document tokens, 0 for padding.
+
+    A plain container: index it (`states[3]`, `states[[0, 5]]`, `states[2:10]`), join several with
+    `MiceDocumentStates.concatenate`, move it with `.to(device)`. It holds no position information because
+    cross-attention is content-only.
+    """
+
+    hidden_states: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def __post_init__(self):
+        if self.hidden_states.dim() != 3 or self.attention_mask.dim() != 2:
+            raise ValueError(
+                "MiceDocumentStates needs hidden_states of shape (N, Ld, H) and attention_mask of shape (N, Ld); got "
+                f"{tuple(self.hidden_states.shape)} and {tuple(self.attention_mask.shape)}."
+            )
+        if self.hidden_states.shape[:2] != self.attention_mask.shape:
+            raise ValueError(
+                f"hidden_states {tuple(self.hidden_states.shape)} and attention_mask "
+                f"{tuple(self.attention_mask.shape)} disagree on (N, Ld)."
+            )
+
+    def __len__(self) -> int:
+        return self.hidden_states.shape[0]
+
+    def __getitem__(self, index) -> MiceDocumentStates:
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return MiceDocumentStates(self.hidden_states[index], self.attention_mask[index])
+
+    def to(self, *args, **kwargs) -> MiceDocumentStates:
+        """Move (or cast) the states like `torch.Tensor.to`; the mask keeps its integer dtype."""
+        mask_args = [a for a in args if not isinstance(a, torch.dtype)]
+        mask_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+        return MiceDocumentStates(
+            self.hidden_states.to(*args, **kwargs), self.attention_mask.to(*mask_args, **mask_kwargs)
+        )
+
+    @classmethod
+    def concatenate(cls, states: list[MiceDocumentStates]) -> MiceDocumentStates:
+        """Join cached documents encoded in different batches (right-padded to the longest)."""
+        if not states:
+            raise ValueError("MiceDocumentStates.concatenate needs at least one MiceDocumentStates.")
+        length = max(s.hidden_states.shape[1] for s in states)
+        hidden = [F.pad(s.hidden_states, (0, 0, 0, length - s.hidden_states.shape[1])) for s in states]
+        masks = [F.pad(s.attention_mask, (0, length - s.attention_mask.shape[1])) for s in states]
+        return cls(torch.cat(hidden), torch.cat(masks))
+
+
+@dataclass
+class MiceModelOutput(ModelOutput):
+    """Output of `MiceModel`.
+
+    Attributes:
+        last_hidden_state: `(N, Lq, H)` final states of the query tokens, one row per (query, document) pair.
+        attention_mask: `(N, Lq)` the query mask of each pair.
+        cross_attentions: with `output_attentions=True`, one `(N, heads, Lq, Ld)` tensor per interaction layer: the
+            attention of each query token over the document tokens (rows of masked query tokens are zero).
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MiceSequenceClassifierOutput(SequenceClassifierOutput):
+    """`SequenceClassifierOutput` (`logits` are raw scores) plus the `cross_attentions` of the interaction layers."""
+
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Attention helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _backend_mask(allowed: torch.Tensor, dtype: torch.dtype, implementation: str) -> torch.Tensor:
+    """A boolean `(B, 1, Lq, Lk)` "may attend" mask in the form the attention backend expects."""
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _split_heads(states: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return states.view(*states.shape[:2], -1, head_dim).transpose(1, 2)
+
+
+def _cross_attend(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    allowed: torch.Tensor,
+    scaling: float,
+    dropout: float,
+    need_weights: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention of `query (N, h, Lq, d)` over `key`/`value (N, h, Ld, d)`.
+
+    `allowed (N, 1, Lq, Ld)` says which document keys each query token may see. A row with no allowed key gets an
+    exactly zero context (and zero weights): it is computed over all keys, which keeps softmax finite, then zeroed.
+    Returns the context `(N, Lq, h * d)` and, with `need_weights`, the weights `(N, h, Lq, Ld)`.
+    """
+    has_key = allowed.any(dim=-1, keepdim=True)
+    safe = allowed | ~has_key
+    dropout = dropout if module.training else 0.0
+    if module.config._attn_implementation == "sdpa" and not need_weights:
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=safe, dropout_p=dropout, scale=scaling)
+        weights = None
+    else:
+        scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+        scores = scores.masked_fill(~safe, torch.finfo(scores.dtype).min)
+        weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
+        context = torch.matmul(weights, value)
+        weights = weights * has_key
+    context = context * has_key
+    return context.transpose(1, 2).reshape(query.shape[0], query.shape[2], -1), weights
+
+
+def _seed_from(target: nn.Module, source: nn.Module) -> None:
+    """Copy every parameter of `target` from the parameter of the same name in `source` (self- to cross-attention)."""
+    source_state = source.state_dict()
+    missing = [name for name in target.state_dict() if name not in source_state]
+    if missing:
+        raise ValueError(f"cannot seed {type(target).__name__} from {type(source).__name__}: missing {missing}")
+    target.load_state_dict({name: source_state[name] for name in target.state_dict()})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Encoder families: how MICE drives each transformers implementation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _BertLikeFamily:
+    """BERT, RoBERTa and ELECTRA: post-norm layers with absolute positions; attention through the backend interface.
+
+    The cross-attention module is the family's own `XAttention(config, is_cross_attention=True)`: its parameter names
+    equal the self-attention block's, so it is seeded from it with a strict state-dict copy.
+    """
+
+    layers_path = "encoder.layer"  # where the layers live inside the family's base model
+    backbone_kwargs: dict = {}  # extra arguments of the family's base model class
+    uses_token_types = True
+    supports_sdpa = True
+
+    def __init__(self, encoder_config):
+        self.config = encoder_config
+
+    # -- building ------------------------------------------------------------------------------------------------
+    def build_layer(self, config, index: int) -> nn.Module:
+        return self._module("Layer")(config, layer_idx=index)
+
+    def build_cross_attention(self, config, index: int) -> nn.Module:
+        return self._module("Attention")(config, is_causal=False, layer_idx=index, is_cross_attention=True)
+
+    def self_attention_of(self, layer: nn.Module) -> nn.Module:
+        return layer.attention
+
+    def build_head(self, config) -> nn.ModuleDict:
+        """The head's modules, named as in the family's `XForSequenceClassification` (so a cross-encoder's copy)."""
+        return nn.ModuleDict({"classifier": self._module("ClassificationHead")(config)})
+
+    def _module(self, suffix: str):
+        import importlib
+
+        family = self.config.model_type
+        module = importlib.import_module(
+            f"transformers.models.{family.replace('-', '_')}.modeling_{family.replace('-', '_')}"
+        )
+        prefix = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra"}[family]
+        return getattr(module, prefix + suffix)
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def lower(self, backbone, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        return backbone(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+
+    def query_self_attention(self, model, layer, hidden, allowed) -> torch.Tensor:
+        mask = _backend_mask(allowed, hidden.dtype, model.config._attn_implementation)
+        return layer.attention(hidden, attention_mask=mask)[0]
+
+    def cross_attention(self, model, cross, hidden, documents, allowed, need_weights):
+        attention = cross.self
+        head_dim = attention.attention_head_size
+        context, weights = _cross_attend(
+            attention,
+            _split_heads(attention.query(hidden), head_dim),
+            _split_heads(attention.key(documents), head_dim),
+            _split_heads(attention.value(documents), head_dim),
+            allowed,
+            attention.scaling,
+            attention.dropout.p,
+            need_weights,
+        )
+        return cross.output(context, hidden), weights
+
+    def feed_forward(self, layer, hidden) -> torch.Tensor:
+        return layer.output(layer.intermediate(hidden), hidden)
+
+    def interaction_layer(self, model, index, hidden, query_allowed, documents, cross_allowed, need_weights):
+        layer, cross = model.interaction[index], model.cross_attention[index]
+        hidden = self.query_self_attention(model, layer, hidden, query_allowed)
+        hidden, weights = self.cross_attention(model, cross, hidden, documents, cross_allowed, need_weights)
+        return self.feed_forward(layer, hidden), weights
+
+    def finalize(self, model, hidden) -> torch.Tensor:
+        return hidden
+
+    def classify(self, model, pooled: torch.Tensor) -> torch.Tensor:
+        return model.classification_head["classifier"](pooled[:, None])
+
+
+class _BertFamily(_BertLikeFamily):
+    """BERT: the head is the base model's pooler (tanh dense on [CLS]), dropout and a linear layer."""
+
+    backbone_kwargs = {"add_pooling_layer": True}  # BERT's pooler belongs to its base model and to its head
+
+    def build_head(self, config) -> nn.Module:
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        return nn.ModuleDict(
+            {"dropout": nn.Dropout(dropout), "classifier": nn.Linear(config.hidden_size, config.num_labels)}
+        )
+
+    def classify(self, model, pooled):
+        head = model.classification_head
+        return head["classifier"](head["dropout"](model.mice.backbone.pooler(pooled[:, None])))
+
+
+class _RobertaFamily(_BertLikeFamily):
+    """RoBERTa: as BERT without token types or pooler; position ids count from `pad_token_id + 1`."""
+
+    backbone_kwargs = {"add_pooling_layer": False}
+
+
+_FAMILIES = {"bert": _BertFamily, "roberta": _RobertaFamily, "electra": _BertLikeFamily}
+
+
+def _family_of(config: MiceConfig):
+    family = config.encoder_family
+    if family not in _FAMILIES:
+        raise NotImplementedError(f"the {family!r} encoder family is not implemented yet")
+    return _FAMILIES[family](config.encoder_config)
+
+
+def _sub_config(encoder_config, num_hidden_layers: int):
+    """A copy of the encoder config with fewer layers (per-layer lists cut to match)."""
+    config = copy.deepcopy(encoder_config)
+    config.num_hidden_layers = num_hidden_layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types[:num_hidden_layers])
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class MicePreTrainedModel(PreTrainedModel):
+    config_class = MiceConfig
+    config: MiceConfig
+    base_model_prefix = "mice"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+
+
+class MiceModel(MicePreTrainedModel):
+    """The MICE encoder: independent lower layers, query-only interaction layers; returns the final query states.
+
+    Three ways in (all give the same result for the same texts):
+
+    * joint pairs `input_ids`/`attention_mask`[/`token_type_ids`] as a cross-encoder tokenizer makes them for
+      `(query, document)` (what sentence-transformers' CrossEncoder, MTEB and BEIR send); the pair is split into
+      `[CLS] q [SEP]` and `[CLS] d [SEP]` (by token types where the family has them, at the first separator
+      otherwise), then each side is truncated to `max_query_length` / `max_document_length`, keeping its first
+      tokens and its final separator;
+    * separate `query_input_ids`/`query_attention_mask` (Q queries) and `document_input_ids`/
+      `document_attention_mask` (N documents, N a multiple of Q): query i is paired with documents
+      `i*N/Q .. (i+1)*N/Q - 1` and its lower layers run once;
+    * pre-encoded `document_states` (`encode_documents`) with separate query inputs, same rule.
+
+    All inputs must be right-padded (the tokenizers' default).
+    """
+
+    def __init__(self, config: MiceConfig):
+        super().__init__(config)
+        config = self.config
+        family = _family_of(config)
+        encoder_config = config.encoder_config
+        # The interaction layers read the backend from the encoder config; PreTrainedModel resolves it on ours only.
+        encoder_config._attn_implementation = config._attn_implementation
+        lower_config = _sub_config(encoder_config, config.fusion_layer)
+        model_class = AutoModel._model_mapping[type(encoder_config)]
+        self.backbone = model_class(lower_config, **family.backbone_kwargs)
+        kept = range(config.fusion_layer, config.kept_layers)
+        self.interaction = nn.ModuleList([family.build_layer(encoder_config, i) for i in kept])
+        self.cross_attention = nn.ModuleList([family.build_cross_attention(encoder_config, i) for i in kept])
+        self.post_init()
+
+    @property
+    def family(self):
+        return _family_of(self.config)
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.backbone.set_input_embeddings(value)
+
+    # -- lower layers ----------------------------------------------------------------------------------------------
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type: int) -> torch.Tensor:
+        family = self.family
+        token_type_ids = None
+        if family.uses_token_types and getattr(self.config.encoder_config, "type_vocab_size", 0) > 1:
+            token_type_ids = torch.full_like(input_ids, token_type)
+        return family.lower(self.backbone, input_ids, attention_mask, token_type_ids)
+
+    def _check_sequences(self, input_ids, attention_mask, what: str, limit: int):
+        if input_ids is None or attention_mask is None:
+            raise ValueError(f"{what}_input_ids and {what}_attention_mask are both required")
+        if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
+            raise ValueError(
+                f"{what}_input_ids {tuple(input_ids.shape)} and {what}_attention_mask {tuple(attention_mask.shape)} "
+                "must both be (batch, length)"
+            )
+        if input_ids.shape[0] == 0:
+            raise ValueError(f"no {what}s were given (batch of size 0)")
+        lengths = attention_mask.sum(dim=1)
+        if bool((lengths < 2).any()):
+            raise ValueError(
+                f"every {what} needs at least its two special tokens ([CLS] ... [SEP]); rows "
+                f"{torch.nonzero(lengths < 2).flatten().tolist()} have fewer (use model.tokenize_{what}s)"
+            )
+        if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+            raise ValueError(f"{what} inputs must be right-padded (padding_side='right')")
+        if input_ids.shape[1] > limit:
+            raise ValueError(
+                f"{what} inputs have {input_ids.shape[1]} tokens, more than max_{what}_length={limit}; tokenize with "
+                f"model.tokenize_{what}s (it truncates) or raise max_{what}_length"
+            )
+
+    def encode_queries(self, query_input_ids: torch.Tensor, query_attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run the independent layers on `[CLS] q [SEP]` queries: `(Q, Lq, H)` states of layer `fusion_layer - 1`."""
+        self._check_sequences(query_input_ids, query_attention_mask, "query", self.config.max_query_length)
+        return self._encode(query_input_ids, query_attention_mask, token_type=0)
+
+    def encode_documents(
+        self, document_input_ids: torch.Tensor, document_attention_mask: torch.Tensor
+    ) -> MiceDocumentStates:
+        """Run the independent layers on `[CLS] d [SEP]` documents (token type 1 where the family has token types).
+
+        The result can be cached, indexed, concatenated and scored later against any query with `score`.
+        """
+        self._check_sequences(document_input_ids, document_attention_mask, "document", self.config.max_document_length)
+        states = self._encode(document_input_ids, document_attention_mask, token_type=1)
+        return MiceDocumentStates(states, document_attention_mask)
+
+    # -- interaction layers ----------------------------------------------------------------------------------------
+    def _check_document_states(self, states: MiceDocumentStates, queries: int) -> int:
+        if not isinstance(states, MiceDocumentStates):
+            raise TypeError(f"document_states must be a MiceDocumentStates (from encode_documents), got {type(states)}")
+        hidden = self.config.encoder_config.hidden_size
+        if states.hidden_states.shape[-1] != hidden:
+            raise ValueError(
+                f"document_states have hidden size {states.hidden_states.shape[-1]} but this model's is {hidden}: they "
+                "were encoded by a different model"
+            )
+        documents = len(states)
+        if documents == 0:
+            raise ValueError("no documents were given (document_states is empty)")
+        if documents % queries:
+            raise ValueError(
+                f"{documents} documents for {queries} queries: the number of documents must be a multiple of the number "
+                "of queries (query i is scored against documents i*N/Q .. (i+1)*N/Q - 1)"
+            )
+        return documents // queries
+
+    def interact(
+        self,
+        query_states: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+        document_states: MiceDocumentStates,
+        output_attentions: bool = False,
+    ) -> MiceModelOutput:
+        """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q)."""
+        per_query = self._check_document_states(document_states, query_states.shape[0])
+        documents = document_states.hidden_states
+        if documents.dtype != query_states.dtype:
+            documents = documents.to(query_states.dtype)
+        if per_query > 1:
+            query_states = query_states.repeat_interleave(per_query, dim=0)
+            query_attention_mask = query_attention_mask.repeat_interleave(per_query, dim=0)
+        query_valid = query_attention_mask.bool()
+        document_valid = document_states.attention_mask.to(query_valid.device).bool()
+
+        query_allowed = query_valid[:, None, None, :].expand(-1, 1, query_valid.shape[1], -1)
+        if self.config.mask_query_to_cls:
+            # The query [CLS] stays a key only for itself: other query tokens may not use it as a sink.
+            not_cls = torch.ones_like(query_allowed)
+            not_cls[:, :, 1:, 0] = False
+            query_allowed = query_allowed & not_cls
+        can_cross = query_valid.clone()
+        if self.config.mask_cls_to_doc:
+            can_cross[:, 0] = False
+        cross_allowed = can_cross[:, None, :, None] & document_valid[:, None, None, :]
+
+        family = self.family
+        hidden = query_states
+        cross_attentions = []
+        for index in range(self.config.interaction_layers):
+            hidden, weights = family.interaction_layer(
+                self, index, hidden, query_allowed, documents, cross_allowed, output_attentions
+            )
+            if output_attentions:
+                cross_attentions.append(weights)
+        return MiceModelOutput(
+            last_hidden_state=family.finalize(self, hidden),
+            attention_mask=query_attention_mask,
+            cross_attentions=tuple(cross_attentions) if output_attentions else None,
+        )
+
+    # -- joint pairs -----------------------------------------------------------------------------------------------
+    def split_pairs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Split jointly tokenized `(query, document)` pairs into the separate inputs of the other entry points.
+
+        `[CLS] q [SEP] d [SEP]` (RoBERTa/MPNet: `<s> q </s></s> d </s>`) becomes `[CLS] q [SEP]` and `[CLS] d [SEP]`.
+        Where the family has token types and `token_type_ids` mark a second segment, the query is the type-0
+        segment; otherwise it ends at the first separator. Each side is then truncated to `max_query_length` /
+        `max_document_length`: it keeps its first tokens and ends with its separator, exactly as the tokenizer
+        truncates with `tokenize_queries` / `tokenize_documents`. An empty text becomes `[CLS] [SEP]`.
+        """
+        config = self.config
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if input_ids.dim() != 2 or input_ids.shape[0] == 0:
+            raise ValueError(
+                f"input_ids must be a non-empty (batch, length) tensor, got shape {tuple(input_ids.shape)}"
+            )
+        if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+            raise ValueError("joint pair inputs must be right-padded (padding_side='right')")
+        if config.cls_token_id is None or config.sep_token_id is None:
+            raise ValueError(
+                "this MiceConfig has no cls_token_id/sep_token_id, so joint pairs cannot be split; build the model with "
+                "MiceForSequenceClassification.from_backbone (it reads them from the tokenizer) or set them"
+            )
+        valid = attention_mask.bool()
+        lengths = valid.sum(dim=1)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        family = self.family
+        by_type = (
+            token_type_ids is not None
+            and family.uses_token_types
+            and getattr(config.encoder_config, "type_vocab_size", 0) > 1
+            and bool(((token_type_ids == 1) & valid).any(dim=1).all())
+        )
+        if by_type:
+            query_lengths = ((token_type_ids == 0) & valid).sum(dim=1)
+            document_starts = query_lengths
+        else:
+            is_sep = (input_ids == config.sep_token_id) & valid
+            if not bool(is_sep.any(dim=1).all()):
+                raise ValueError(
+                    "cannot split a joint pair without a separator token: pass (query, document) pairs tokenized "
+                    "together, e.g. tokenizer(queries, documents)"
+                )
+            query_lengths = torch.where(is_sep, positions, input_ids.shape[1]).min(dim=1).values + 1
+            document_starts = query_lengths + config.pair_separators - 1
+        document_lengths = lengths - document_starts + 1  # the document's own [CLS] replaces the query part
+        if bool((document_lengths < 2).any()) or bool((input_ids[:, 0] != config.cls_token_id).any()):
+            raise ValueError(
+                "input_ids are not (query, document) pairs in the form [CLS] q [SEP] d [SEP]: tokenize them with the "
+                "model's tokenizer as tokenizer(queries, documents)"
+            )
+
+        def gather(starts, sizes, limit, first):
+            size = min(int(sizes.max()), limit)
+            kept = sizes.clamp(max=limit)
+            index = (starts[:, None] + torch.arange(size, device=input_ids.device)).clamp(max=input_ids.shape[1] - 1)
+            ids = input_ids.gather(1, index)
+            if first is not None:
+                ids[:, 0] = first
+            columns = torch.arange(size, device=input_ids.device)[None, :]
+            ids = ids.masked_fill(columns == (kept - 1)[:, None], config.sep_token_id)
+            mask = (columns < kept[:, None]).to(attention_mask.dtype)
+            pad = config.pad_token_id if config.pad_token_id is not None else 0
+            return ids.masked_fill(mask == 0, pad), mask
+
+        query_ids, query_mask = gather(torch.zeros_like(lengths), query_lengths, config.max_query_length, None)
+        document_ids, document_mask = gather(
+            document_starts - 1, document_lengths, config.max_document_length, config.cls_token_id
+        )
+        return {
+            "query_input_ids": query_ids,
+            "query_attention_mask": query_mask,
+            "document_input_ids": document_ids,
+            "document_attention_mask": document_mask,
+        }
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        query_input_ids: torch.Tensor | None = None,
+        query_attention_mask: torch.Tensor | None = None,
+        document_input_ids: torch.Tensor | None = None,
+        document_attention_mask: torch.Tensor | None = None,
+        document_states: MiceDocumentStates | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> MiceModelOutput:
+        output_attentions = bool(output_attentions)
+        if input_ids is not None:
+            if query_input_ids is not None or document_input_ids is not None or document_states is not None:
+                raise ValueError("pass either joint pairs (input_ids) or separate query/document inputs, not both")
+            split = self.split_pairs(input_ids, attention_mask, token_type_ids)
+            query_input_ids, query_attention_mask = split["query_input_ids"], split["query_attention_mask"]
+            document_input_ids, document_attention_mask = split["document_input_ids"], split["document_attention_mask"]
+        if query_input_ids is None:
+            raise ValueError("no query was given: pass input_ids (joint pairs) or query_input_ids/query_attention_mask")
+        if document_states is None:
+            if document_input_ids is None:
+                raise ValueError(
+                    "no documents were given: pass document_input_ids/document_attention_mask or document_states"
+                )
+            if document_input_ids.shape[0] == 0:
+                raise ValueError("no documents were given (batch of size 0)")
+            if document_input_ids.shape[0] % query_input_ids.shape[0]:
+                raise ValueError(
+                    f"{document_input_ids.shape[0]} documents for {query_input_ids.shape[0]} queries: the number of "
+                    "documents must be a multiple of the number of queries"
+                )
+            document_states = self.encode_documents(document_input_ids, document_attention_mask)
+        query_states = self.encode_queries(query_input_ids, query_attention_mask)
+        return self.interact(query_states, query_attention_mask, document_states, output_attentions)
+
+
+class MiceForSequenceClassification(MicePreTrainedModel):
+    """MICE with the backbone family's own classification head on the query [CLS] (or the query mean).
+
+    `forward` takes the three kinds of input of `MiceModel` and returns `logits (N, num_labels)`: raw scores, no
+    activation. (sentence-transformers' `CrossEncoder.predict` applies a Sigmoid to one-label models unless
+    `activation_fn=torch.nn.Identity()` is given.) `score` scores cached `MiceDocumentStates`.
+    """
+
+    def __init__(self, config: MiceConfig):
+        super().__init__(config)
+        config = self.config
+        self.mice = MiceModel(config)
+        head_config = copy.deepcopy(config.encoder_config)
+        head_config.num_labels = config.num_labels
+        self.classification_head = self.mice.family.build_head(head_config)
+        self.post_init()
+
+    # -- building from a pretrained encoder ------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls, name_or_path: str, fusion_layer: int = 4, interaction_layers: int = 3, **kwargs
+    ) -> MiceForSequenceClassification:
+        """Build MICE-ℓ`fusion_layer`+`interaction_layers` from a pretrained encoder or cross-encoder folder/Hub id.
+
+        Copies the embeddings and the kept layers (layers `fusion_layer + interaction_layers ..` are dropped), seeds
+        each interaction layer's cross-attention from that layer's self-attention, and copies a cross-encoder's
+        classification head (`*ForSequenceClassification` checkpoint with the same `num_labels`); otherwise the head
+        is new. Special token ids come from the tokenizer saved with the model. `kwargs` go to `MiceConfig`
+        (`num_labels`, `mask_query_to_cls`, `max_query_length`, ..., `attn_implementation`).
+        """
+        attn_implementation = kwargs.pop("attn_implementation", None)
+        encoder_config = AutoConfig.from_pretrained(name_or_path)
+        architectures = encoder_config.architectures or []
+        is_cross_encoder = any(a.endswith("ForSequenceClassification") for a in architectures)
+        config_kwargs = dict(kwargs)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError):
+            tokenizer = None
+        if tokenizer is not None:
+            config_kwargs.setdefault("cls_token_id", tokenizer.cls_token_id)
+            config_kwargs.setdefault("sep_token_id", tokenizer.sep_token_id)
+            config_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+            pair = len(tokenizer("a", "b")["input_ids"])
+            single = len(tokenizer("a")["input_ids"]) + len(tokenizer("b")["input_ids"])
+            config_kwargs.setdefault("pair_separators", pair - single + 2)
+        if is_cross_encoder and "num_labels" not in config_kwargs and encoder_config.id2label is not None:
+            config_kwargs["num_labels"] = encoder_config.num_labels
+        encoder_dict = encoder_config.to_dict()
+        for key in ("architectures", "id2label", "label2id", "problem_type"):
+            encoder_dict.pop(key, None)
+        config = MiceConfig(
+            encoder_config=encoder_dict,
+            fusion_layer=fusion_layer,
+            interaction_layers=interaction_layers,
+            **config_kwargs,
+        )
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+        source_class = AutoModelForSequenceClassification if is_cross_encoder else AutoModel
+        source = source_class.from_pretrained(name_or_path, attn_implementation="eager")
+        model = cls(config)
+        model.load_backbone_state(source)
+        return model
+
+    @torch.no_grad()
+    def load_backbone_state(self, source: PreTrainedModel) -> None:
+        """Copy weights from a family model (`XModel` or `XForSequenceClassification`) into this MICE model."""
+        config = self.config
+        base = source.base_model
+        prefix = self.mice.family.layers_path + "."
+        lower, interaction = {}, {}
+        for name, tensor in base.state_dict().items():
+            if name.startswith(prefix):
+                index, rest = name[len(prefix) :].split(".", 1)
+                index = int(index)
+                if index < config.fusion_layer:
+                    lower[name] = tensor
+                elif index < config.kept_layers:
+                    interaction[f"{index - config.fusion_layer}.{rest}"] = tensor
+            else:
+                lower[name] = tensor
+        missing, unexpected = self.mice.backbone.load_state_dict(lower, strict=False)
+        unexpected = [name for name in unexpected if not name.startswith("pooler.")]  # MICE heads have their own
+        if unexpected:
+            raise ValueError(f"unexpected backbone weights {unexpected}")
+        self.mice.interaction.load_state_dict(interaction)
+        for layer, cross in zip(self.mice.interaction, self.mice.cross_attention, strict=True):
+            _seed_from(cross, self.mice.family.self_attention_of(layer))
+        head_state = {
+            name: tensor
+            for name, tensor in source.state_dict().items()
+            if not name.startswith(source.base_model_prefix + ".")
+        }
+        if head_state and source.config.num_labels == config.num_labels:
+            self.classification_head.load_state_dict(head_state)
+        self._new_weights = sorted(missing)
+
+    # -- tokenization ----------------------------------------------------------------------------------------------
+    def _tokenize(self, tokenizer, texts, what: str, limit: int) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            raise ValueError(f"no {what}s were given (empty list)")
+        bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+        if bad:
+            raise TypeError(f"{what}s must be strings; items {bad[:10]} are not")
+        encoded = tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=limit,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        device = self.device
+        return {
+            f"{what}_input_ids": encoded["input_ids"].to(device),
+            f"{what}_attention_mask": encoded["attention_mask"].to(device),
+        }
+
+    def tokenize_queries(self, tokenizer, texts: list[str] | str) -> dict[str, torch.Tensor]:
+        """Tokenize queries as `[CLS] q [SEP]`, truncated to `max_query_length` tokens (keeping the final [SEP]).
+
+        Returns `query_input_ids` and `query_attention_mask` (right-padded), ready for `forward` or `score`. An empty
+        string is allowed and becomes `[CLS] [SEP]`.
+        """
+        return self._tokenize(tokenizer, texts, "query", self.config.max_query_length)
+
+    def tokenize_documents(self, tokenizer, texts: list[str] | str) -> dict[str, torch.Tensor]:
+        """Tokenize documents as `[CLS] d [SEP]`, truncated to `max_document_length` tokens (keeping the final [SEP]).
+
+        Returns `document_input_ids` and `document_attention_mask`, ready for `forward` or `encode_documents`. An empty
+        string is allowed and becomes `[CLS] [SEP]`.
+        """
+        return self._tokenize(tokenizer, texts, "document", self.config.max_document_length)
+
+    # -- scoring ---------------------------------------------------------------------------------------------------
+    def encode_documents(
+        self, document_input_ids: torch.Tensor, document_attention_mask: torch.Tensor
+    ) -> MiceDocumentStates:
+        """Encode documents once (see `MiceModel.encode_documents`); score them later with `score`."""
+        return self.mice.encode_documents(document_input_ids, document_attention_mask)
+
+    def _pool(self, output: MiceModelOutput) -> torch.Tensor:
+        hidden = output.last_hidden_state
+        if self.config.pooling == "mean":
+            mask = output.attention_mask.to(hidden.dtype)[..., None]
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+        return hidden[:, 0]
+
+    def _logits(self, output: MiceModelOutput) -> MiceSequenceClassifierOutput:
+        logits = self.mice.family.classify(self, self._pool(output))
+        return MiceSequenceClassifierOutput(logits=logits, cross_attentions=output.cross_attentions)
+
+    def score(
+        self,
+        query_input_ids: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+        document_states: MiceDocumentStates,
+        output_attentions: bool = False,
+    ) -> MiceSequenceClassifierOutput:
+        """Score Q queries against N pre-encoded documents (N a multiple of Q): query i against documents
+        `i*N/Q .. (i+1)*N/Q - 1`. Runs each query's lower layers once; `logits` are `(N, num_labels)` raw scores."""
+        query_states = self.mice.encode_queries(query_input_ids, query_attention_mask)
+        return self._logits(self.mice.interact(query_states, query_attention_mask, document_states, output_attentions))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        query_input_ids: torch.Tensor | None = None,
+        query_attention_mask: torch.Tensor | None = None,
+        document_input_ids: torch.Tensor | None = None,
+        document_attention_mask: torch.Tensor | None = None,
+        document_states: MiceDocumentStates | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> MiceSequenceClassifierOutput:
+        """Raw scores `(N, num_labels)` for joint pairs, separate inputs or cached documents (see `MiceModel`).
+
+        With `labels`, `loss` is the MSE (one label) or cross-entropy (several labels) of the logits, as in
+        transformers' sequence-classification models.
+        """
+        output = self.mice(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            query_input_ids=query_input_ids,
+            query_attention_mask=query_attention_mask,
+            document_input_ids=document_input_ids,
+            document_attention_mask=document_attention_mask,
+            document_states=document_states,
+            output_attentions=output_attentions,
+        )
+        result = self._logits(output)
+        if labels is not None:
+            logits = result.logits
+            if self.config.num_labels == 1:
+                result.loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+            else:
+                result.loss = F.cross_entropy(logits, labels.view(-1))
+        return result
+
+
+__all__ = [
+    "MiceDocumentStates",
+    "MiceForSequenceClassification",
+    "MiceModel",
+    "MiceModelOutput",
+    "MicePreTrainedModel",
+    "MiceSequenceClassifierOutput",
+]
