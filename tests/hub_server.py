@@ -154,9 +154,13 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         request = json.loads(self.body())
         repo_type = request.get("type") or "model"
         repo_id = f"{request.get('organization') or 'mice-tester'}/{request['name']}"
+        url = f"{self.server.url}/{URL_PREFIX[repo_type]}{repo_id}"
         with self.state.lock:
             if (repo_type, repo_id) in self.state.repos:
-                raise HubError(409, f"You already created this {repo_type} repo: {repo_id}")
+                # The client reads the existing repo's url from the conflict answer (create_repo(exist_ok=True)).
+                message = f"You already created this {repo_type} repo: {repo_id}"
+                self.send(409, {"error": message, "url": url}, {"X-Error-Message": message})
+                return
             repo = Repo(repo_type, repo_id, bool(request.get("private")))
             first = self.state.new_sha(repo_id)
             repo.commits[first] = {
@@ -164,7 +168,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             }
             repo.refs["main"] = first
             self.state.repos[(repo_type, repo_id)] = repo
-        self.send(200, {"url": f"{self.server.url}/{URL_PREFIX[repo_type]}{repo_id}", "name": repo_id})
+        self.send(200, {"url": url, "name": repo_id})
 
     def repo_info(self, query: dict, kind: str, repo_id: str, revision: str = "main") -> None:
         repo = self.state.repo(REPO_TYPES[kind], repo_id, self.authorized)

@@ -1,0 +1,269 @@
+"""Cards rendered from recorded runs: every figure traces to training_record.json / evaluation.json / the data."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from tiny_models import build_tiny_backbone
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from hub_cards import (
+    RecordError,
+    read_teacher_dataset,
+    render_dataset_card,
+    render_model_card,
+    render_space_card,
+)
+from hub_cards.render import main as render_main
+from modeling_mice import MiceForSequenceClassification
+from trainers.teacher_data import TeacherDataset
+
+OBJECTIVES = [{"name": "MarginMSELoss", "weight": 1.0, "config": {"activation_fn": "torch.nn.modules.linear.Identity"}}]
+HYPERPARAMETERS = {"max_steps": 20, "learning_rate": 7e-6, "per_device_train_batch_size": 4, "seed": 12}
+
+
+def training_record(model_type: str, backbone: str, **extra) -> dict:
+    """A record laid out as docs/design.md says the trainer writes it, with figures taken from `model`."""
+    return {
+        "model_type": model_type,
+        "backbone": backbone,
+        "objectives": OBJECTIVES,
+        "teacher": {"name": "bm25+minilm", "description": "min-max BM25 plus all-MiniLM-L6-v2 cosine"},
+        "data": {"dataset": "debian-sample", "train_queries": 40, "list_size": 4},
+        "hyperparameters": HYPERPARAMETERS,
+        "train_runtime_s": 3.25,
+        "final_train_loss": 0.0625,
+        **extra,
+    }
+
+
+def make_mice_folder(parent: Path, name: str = "mice", record_parameters: bool = True) -> tuple[Path, torch.nn.Module]:
+    """A tiny MICE-ℓ1+2 (of a 4-layer BERT) saved like a training output: weights, remote code, tokenizer, record."""
+    backbone = build_tiny_backbone(parent / "backbones", "bert", num_hidden_layers=4)
+    model = MiceForSequenceClassification.from_backbone(str(backbone), fusion_layer=1, interaction_layers=2).eval()
+    folder = parent / name
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(backbone)).save_pretrained(folder)
+    extra = {"fusion_layer": 1, "interaction_layers": 2, "dropped_layers": model.config.dropped_layers}
+    if record_parameters:
+        extra["num_parameters"] = model.num_parameters()
+    record = training_record("mice", str(backbone), **extra)
+    (folder / "training_record.json").write_text(json.dumps(record), encoding="utf-8")
+    return folder, model
+
+
+def make_cross_encoder_folder(parent: Path, backbone: str, name: str = "cross-encoder") -> Path:
+    """A tiny BERT cross-encoder with `backbone`'s tokenizer, saved like a training output."""
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=1,
+        max_position_embeddings=128,
+    )
+    model = BertForSequenceClassification(config).eval()
+    folder = parent / name
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    record = training_record("cross-encoder", backbone, num_parameters=model.num_parameters())
+    (folder / "training_record.json").write_text(json.dumps(record), encoding="utf-8")
+    return folder
+
+
+def write_evaluation(path: Path, systems: dict) -> dict:
+    evaluation = {"settings": {"split": "test", "first_stage": "bm25", "depth": 30}, "systems": systems}
+    path.write_text(json.dumps(evaluation), encoding="utf-8")
+    return evaluation
+
+
+def metrics(ndcg: float, mrr: float, recall: float, map_: float, **latency) -> dict:
+    values = {"ndcg@10": ndcg, "mrr@10": mrr, "recall@100": recall, "map": map_}
+    return {**values, "latency": latency} if latency else values
+
+
+def python_blocks(card: ModelCard, after: str) -> str:
+    """The first ```python block after the heading `after`."""
+    section = card.text.split(after, 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory) -> Path:
+    """The quickstart layout: models/mice, models/cross-encoder (same backbone) and evaluation.json two levels up."""
+    root = tmp_path_factory.mktemp("quickstart")
+    mice_folder, _ = make_mice_folder(root / "models")
+    backbone = json.loads((mice_folder / "training_record.json").read_text())["backbone"]
+    make_cross_encoder_folder(root / "models", backbone)
+    write_evaluation(
+        root / "evaluation.json",
+        {
+            "bm25": {"model": None, "datasets": {"debian": metrics(0.5, 0.25, 0.875, 0.375)}},
+            "mice": {
+                "model": "models/mice",
+                "datasets": {"debian": metrics(0.625, 0.5, 0.875, 0.4375, ms_per_query=3.5, documents_per_s=512.0)},
+            },
+            "cross-encoder": {
+                "model": "models/cross-encoder",
+                "datasets": {"debian": metrics(0.75, 0.625, 0.875, 0.5, ms_per_query=7.25, documents_per_s=256.0)},
+            },
+        },
+    )
+    return root
+
+
+def test_model_card_eval_results_are_the_recorded_ones(quickstart):
+    card = render_model_card(quickstart / "models" / "mice", repo_id="org/mice-tiny")
+    recorded = json.loads((quickstart / "evaluation.json").read_text())["systems"]["mice"]["datasets"]["debian"]
+    found = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert found == {("debian", m): v for m, v in recorded.items() if m != "latency"}
+    assert {r.task_type for r in card.data.eval_results} == {"text-ranking"}
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    # The readable table holds every system, this one marked; figures are the recorded ones to 4 decimals.
+    assert "| debian | **mice (this model)** | 0.6250 | 0.5000 | 0.8750 | 0.4375 |" in card.text
+    assert "| debian | bm25 | 0.5000 | 0.2500 | 0.8750 | 0.3750 |" in card.text
+    assert "| debian | cross-encoder | 0.7500 | 0.6250 | 0.8750 | 0.5000 |" in card.text
+
+
+def test_model_card_latency_names_the_same_backbone_cross_encoder(quickstart):
+    card = render_model_card(quickstart / "models" / "mice")
+    assert "| Dataset | System | Role | documents_per_s | ms_per_query |" in card.text
+    assert "| debian | mice | this model | 512.00 | 3.50 |" in card.text
+    assert "| debian | cross-encoder | same-backbone cross-encoder | 256.00 | 7.25 |" in card.text
+
+
+def test_mice_card_architecture_training_and_citations(quickstart):
+    folder = quickstart / "models" / "mice"
+    record = json.loads((folder / "training_record.json").read_text())
+    card = render_model_card(folder)
+    assert "| Name in the paper | MICE-ℓ1+2 |" in card.text
+    assert "| Independent layers (query and document apart) | 0 (1 layer) |" in card.text
+    assert "| Interaction layers (query tokens attend to frozen document states) | 1–2 (2 layers) |" in card.text
+    assert "| Dropped backbone layers | 3 |" in card.text
+    count = record["num_parameters"]
+    assert f"| Parameters | {count / 1e6:.1f}M ({count:,}; from the training record) |" in card.text
+    assert "| learning_rate | 7e-06 |" in card.text and "| train_queries | 40 |" in card.text
+    assert "**MarginMSELoss** (weight 1.0)" in card.text
+    assert "Training took 3.2 s; the final training loss was 0.0625." in card.text
+    for arxiv in ("2602.16299", "2603.03010", "2010.02666"):
+        assert f"eprint={{{arxiv}}}" in card.text
+    assert "trust_remote_code=True" in card.text and 'revision="<commit hash>"' in card.text
+    assert "code_revision" in card.text
+    assert card.data.tags and "custom_code" in card.data.tags and card.data.pipeline_tag == "text-ranking"
+
+
+def test_parameter_count_falls_back_to_the_safetensors_weights(tmp_path):
+    folder, model = make_mice_folder(tmp_path, record_parameters=False)
+    card = render_model_card(folder)
+    count = sum(p.numel() for p in model.state_dict().values())
+    assert f"({count:,}; from the safetensors weights)" in card.text
+
+
+def test_card_without_evaluation_says_so_and_has_no_model_index(tmp_path):
+    folder, _ = make_mice_folder(tmp_path)
+    card = render_model_card(folder)
+    assert card.data.eval_results is None and "model-index" not in str(card)
+    assert "No evaluation was recorded for this model" in card.text
+    assert "No latency was recorded for this model." in card.text
+
+
+def test_model_not_among_evaluated_systems_gets_no_results(quickstart, tmp_path):
+    folder, _ = make_mice_folder(tmp_path, name="other")
+    card = render_model_card(folder, evaluation=quickstart / "evaluation.json")
+    assert card.data.eval_results is None
+    assert "this model folder is not among the evaluated systems" in card.text
+
+
+def test_bench_latency_file_is_tabulated(quickstart, tmp_path):
+    bench = tmp_path / "latency.json"
+    bench.write_text(json.dumps({"settings": {"batch": 8}, "systems": {"mice (pre-encoded)": {"ms_per_batch": 2.5}}}))
+    card = render_model_card(quickstart / "models" / "mice", latency=bench)
+    assert "| mice (pre-encoded) | 2.50 |" in card.text
+
+
+def test_record_errors_are_clear(tmp_path):
+    with pytest.raises(RecordError, match="training record not found"):
+        render_model_card(tmp_path)
+    (tmp_path / "training_record.json").write_text(json.dumps({"model_type": "colbert"}))
+    with pytest.raises(RecordError, match="model_type must be 'mice' or 'cross-encoder'"):
+        render_model_card(tmp_path)
+
+
+def test_usage_snippets_run_and_pre_encoded_scores_match_joint_pairs(tmp_path):
+    """The card's snippets, pointed at the local folder, run as written; the pre-encoded path scores the same
+    documents as the joint-pair path."""
+    folder, _ = make_mice_folder(tmp_path)
+    card = render_model_card(folder, repo_id=str(folder))
+    joint, pre_encoded, cross_encoder = {}, {}, {}
+    exec(python_blocks(card, "### Transformers"), joint)
+    exec(python_blocks(card, "### Pre-encoded documents"), pre_encoded)
+    exec(python_blocks(card, "### Sentence Transformers"), cross_encoder)
+    assert joint["scores"].shape == (2,)
+    torch.testing.assert_close(pre_encoded["scores"], joint["scores"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(pre_encoded["best"], joint["scores"][:1], rtol=0, atol=1e-5)
+    ranked = cross_encoder["ranking"]
+    assert sorted(r["corpus_id"] for r in ranked) == [0, 1]
+
+
+def test_render_cli_writes_a_loadable_card(quickstart, tmp_path):
+    output = tmp_path / "examples" / "README.md"
+    assert render_main([str(quickstart / "models" / "mice"), "--output", str(output)]) == 0
+    loaded = ModelCard.load(output)
+    assert [r.metric_value for r in loaded.data.eval_results] == [0.625, 0.5, 0.875, 0.4375]
+
+
+def teacher_dataset() -> TeacherDataset:
+    return TeacherDataset.from_records(
+        [
+            {"query_id": "q1", "document_ids": ["d1", "d2", "d3"], "scores": [2.5, 1.0, -0.5], "labels": [1, 0, 0]},
+            {"query_id": "q2", "document_ids": ["d3", "d1"], "scores": [0.75, 0.25], "labels": [1, 1]},
+        ],
+        queries={"q1": "mount an iso image", "q2": "terminal text editor"},
+        documents={"d1": "mount -o loop image.iso /mnt", "d2": "a loop device", "d3": "nano is a text editor"},
+        metadata={
+            "teacher": {"name": "hybrid", "description": "BM25 plus MiniLM cosine", "normalization": "minmax"},
+            "candidates": {"description": "BM25 top-3 with the judged positives kept", "depth": 3},
+            "source": "debian-sample",
+            "license": "other",
+        },
+    )
+
+
+def test_dataset_card_schema_counts_teacher_and_licence(tmp_path):
+    teacher_dataset().save_to_disk(tmp_path / "teacher")
+    card = render_dataset_card(read_teacher_dataset(tmp_path / "teacher"), repo_id="org/teacher")
+    assert card.data.license == "other" and card.data.size_categories == "n<1K"
+    assert "| training queries (rows of `train`) | 2 |" in card.text
+    assert "| documents | 3 |" in card.text and "| scored candidates | 5 |" in card.text
+    assert "| candidates per query (min / mean / max) | 2 / 2.5 / 3 |" in card.text
+    assert "Relevant documents (label > 0) per query, min / mean / max: 1 / 1.5 / 2." in card.text
+    assert "| `scores` | `List(Value('float32'))` |" in card.text
+    assert "**Teacher:** hybrid. BM25 plus MiniLM cosine" in card.text
+    assert "**How candidates were generated:** BM25 top-3 with the judged positives kept" in card.text
+    assert 'load_dataset("org/teacher", "queries", split="train")' in card.text
+
+
+def test_dataset_card_without_teacher_metadata_says_so(tmp_path):
+    data = teacher_dataset()
+    data.metadata = {}
+    data.save_to_disk(tmp_path / "teacher")
+    card = render_dataset_card(read_teacher_dataset(tmp_path / "teacher"))
+    assert "No teacher was recorded for this dataset." in card.text
+    assert "How the candidates were generated was not recorded." in card.text
+    assert "No licence was recorded for this dataset." in card.text
+
+
+def test_space_card_metadata():
+    card = render_space_card(models=["org/mice", "org/cross-encoder"])
+    assert card.data.sdk == "gradio" and card.data.sdk_version == version("gradio")
+    assert card.data.models == ["org/mice", "org/cross-encoder"] and card.data.app_file == "app.py"
+    assert len(card.data.short_description) <= 60
