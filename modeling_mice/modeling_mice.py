@@ -24,14 +24,26 @@ Scores are raw logits `(batch, num_labels)`; no activation is applied inside the
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
 from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
 from transformers.modeling_utils import PreTrainedModel
+from transformers.models.bert.modeling_bert import BertAttention, BertLayer
+from transformers.models.deberta_v2.modeling_deberta_v2 import ContextPooler, DebertaV2Attention, DebertaV2Layer
+from transformers.models.electra.modeling_electra import ElectraAttention, ElectraClassificationHead, ElectraLayer
+from transformers.models.modernbert.modeling_modernbert import (
+    ModernBertAttention,
+    ModernBertEncoderLayer,
+    ModernBertPredictionHead,
+)
+from transformers.models.mpnet.modeling_mpnet import MPNetAttention, MPNetClassificationHead, MPNetLayer
+from transformers.models.roberta.modeling_roberta import RobertaAttention, RobertaClassificationHead, RobertaLayer
 
 from .configuration_mice import MiceConfig
 
@@ -136,6 +148,7 @@ def _split_heads(states: torch.Tensor, head_dim: int) -> torch.Tensor:
 
 def _cross_attend(
     module: nn.Module,
+    implementation: str,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -153,7 +166,7 @@ def _cross_attend(
     has_key = allowed.any(dim=-1, keepdim=True)
     safe = allowed | ~has_key
     dropout = dropout if module.training else 0.0
-    if module.config._attn_implementation == "sdpa" and not need_weights:
+    if implementation == "sdpa" and not need_weights:
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=safe, dropout_p=dropout, scale=scaling)
         weights = None
     else:
@@ -180,16 +193,21 @@ def _seed_from(target: nn.Module, source: nn.Module) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _BertLikeFamily:
-    """BERT, RoBERTa and ELECTRA: post-norm layers with absolute positions; attention through the backend interface.
+class _EncoderFamily:
+    """How MICE drives one family of transformers encoders (stateless; one subclass per family).
 
-    The cross-attention module is the family's own `XAttention(config, is_cross_attention=True)`: its parameter names
-    equal the self-attention block's, so it is seeded from it with a strict state-dict copy.
+    Building: the family's base model class builds the independent layers (`backbone`), `build_layer` the
+    interaction layers (the family's own layer module), `build_cross_attention` one cross-attention module per
+    interaction layer whose parameter names are a subset of the layer's self-attention block (so it is seeded with a
+    state-dict copy), and `build_head` the modules of the family's `XForSequenceClassification` head, under the same
+    names (so a cross-encoder's head copies over).
+
+    Running an interaction layer: `self_attention` (the layer's own block, over the query only), `cross_attention`
+    (content-only, queries over the frozen document states) and `feed_forward`.
     """
 
     layers_path = "encoder.layer"  # where the layers live inside the family's base model
     backbone_kwargs: dict = {}  # extra arguments of the family's base model class
-    uses_token_types = True
     supports_sdpa = True
 
     def __init__(self, encoder_config):
@@ -197,61 +215,45 @@ class _BertLikeFamily:
 
     # -- building ------------------------------------------------------------------------------------------------
     def build_layer(self, config, index: int) -> nn.Module:
-        return self._module("Layer")(config, layer_idx=index)
+        raise NotImplementedError
 
     def build_cross_attention(self, config, index: int) -> nn.Module:
-        return self._module("Attention")(config, is_causal=False, layer_idx=index, is_cross_attention=True)
+        raise NotImplementedError
 
     def self_attention_of(self, layer: nn.Module) -> nn.Module:
         return layer.attention
 
     def build_head(self, config) -> nn.ModuleDict:
-        """The head's modules, named as in the family's `XForSequenceClassification` (so a cross-encoder's copy)."""
-        return nn.ModuleDict({"classifier": self._module("ClassificationHead")(config)})
-
-    def _module(self, suffix: str):
-        import importlib
-
-        family = self.config.model_type
-        module = importlib.import_module(
-            f"transformers.models.{family.replace('-', '_')}.modeling_{family.replace('-', '_')}"
-        )
-        prefix = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra"}[family]
-        return getattr(module, prefix + suffix)
+        raise NotImplementedError
 
     # -- running -------------------------------------------------------------------------------------------------
     def lower(self, backbone, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
-        return backbone(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
 
-    def query_self_attention(self, model, layer, hidden, allowed) -> torch.Tensor:
-        mask = _backend_mask(allowed, hidden.dtype, model.config._attn_implementation)
-        return layer.attention(hidden, attention_mask=mask)[0]
+    def prepare(self, model, hidden: torch.Tensor, allowed: torch.Tensor) -> dict:
+        """What the query self-attention of every interaction layer needs: the mask in the backend's form, positions."""
+        return {"mask": _backend_mask(allowed, hidden.dtype, model.config._attn_implementation)}
 
-    def cross_attention(self, model, cross, hidden, documents, allowed, need_weights):
-        attention = cross.self
-        head_dim = attention.attention_head_size
+    def self_attention(self, layer, hidden, context) -> torch.Tensor:
+        return layer.attention(hidden, attention_mask=context["mask"])[0]
+
+    def cross_projections(self, layer, cross, hidden, documents):
+        """`(query, key, value)` split in heads, the scaling, the dropout probability and the module that owns them."""
+        raise NotImplementedError
+
+    def cross_output(self, layer, cross, context, hidden) -> torch.Tensor:
+        return cross.output(context, hidden)
+
+    def cross_attention(self, model, layer, cross, hidden, documents, allowed, need_weights):
+        query, key, value, scaling, dropout, owner = self.cross_projections(layer, cross, hidden, documents)
         context, weights = _cross_attend(
-            attention,
-            _split_heads(attention.query(hidden), head_dim),
-            _split_heads(attention.key(documents), head_dim),
-            _split_heads(attention.value(documents), head_dim),
-            allowed,
-            attention.scaling,
-            attention.dropout.p,
-            need_weights,
+            owner, model.config._attn_implementation, query, key, value, allowed, scaling, dropout, need_weights
         )
-        return cross.output(context, hidden), weights
+        return self.cross_output(layer, cross, context, hidden), weights
 
     def feed_forward(self, layer, hidden) -> torch.Tensor:
         return layer.output(layer.intermediate(hidden), hidden)
-
-    def interaction_layer(self, model, index, hidden, query_allowed, documents, cross_allowed, need_weights):
-        layer, cross = model.interaction[index], model.cross_attention[index]
-        hidden = self.query_self_attention(model, layer, hidden, query_allowed)
-        hidden, weights = self.cross_attention(model, cross, hidden, documents, cross_allowed, need_weights)
-        return self.feed_forward(layer, hidden), weights
 
     def finalize(self, model, hidden) -> torch.Tensor:
         return hidden
@@ -260,12 +262,52 @@ class _BertLikeFamily:
         return model.classification_head["classifier"](pooled[:, None])
 
 
+class _BertLikeFamily(_EncoderFamily):
+    """RoBERTa and ELECTRA (and BERT below): post-norm layers, absolute positions, attention backend interface.
+
+    The cross-attention module is the family's own `XAttention(config, is_cross_attention=True)`, whose parameter
+    names equal the self-attention block's. RoBERTa position ids count from `pad_token_id + 1`, computed by the
+    embeddings from each sequence alone.
+    """
+
+    def __init__(self, encoder_config):
+        super().__init__(encoder_config)
+        self.layer_class, self.attention_class, self.head_class = {
+            "bert": (BertLayer, BertAttention, None),
+            "roberta": (RobertaLayer, RobertaAttention, RobertaClassificationHead),
+            "electra": (ElectraLayer, ElectraAttention, ElectraClassificationHead),
+        }[encoder_config.model_type]
+        if encoder_config.model_type == "roberta":
+            self.backbone_kwargs = {"add_pooling_layer": False}
+
+    def build_layer(self, config, index):
+        return self.layer_class(config, layer_idx=index)
+
+    def build_cross_attention(self, config, index):
+        return self.attention_class(config, is_causal=False, layer_idx=index, is_cross_attention=True)
+
+    def build_head(self, config):
+        return nn.ModuleDict({"classifier": self.head_class(config)})
+
+    def cross_projections(self, layer, cross, hidden, documents):
+        attention = cross.self
+        size = attention.attention_head_size
+        return (
+            _split_heads(attention.query(hidden), size),
+            _split_heads(attention.key(documents), size),
+            _split_heads(attention.value(documents), size),
+            attention.scaling,
+            attention.dropout.p,
+            attention,
+        )
+
+
 class _BertFamily(_BertLikeFamily):
     """BERT: the head is the base model's pooler (tanh dense on [CLS]), dropout and a linear layer."""
 
     backbone_kwargs = {"add_pooling_layer": True}  # BERT's pooler belongs to its base model and to its head
 
-    def build_head(self, config) -> nn.Module:
+    def build_head(self, config):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         return nn.ModuleDict(
             {"dropout": nn.Dropout(dropout), "classifier": nn.Linear(config.hidden_size, config.num_labels)}
@@ -276,20 +318,223 @@ class _BertFamily(_BertLikeFamily):
         return head["classifier"](head["dropout"](model.mice.backbone.pooler(pooled[:, None])))
 
 
-class _RobertaFamily(_BertLikeFamily):
-    """RoBERTa: as BERT without token types or pooler; position ids count from `pad_token_id + 1`."""
+class _MPNetFamily(_EncoderFamily):
+    """MPNet: post-norm, absolute positions plus a relative position bias shared by all layers (eager only).
+
+    The query self-attention adds the bias for the query's own positions; cross-attention has no position term.
+    """
 
     backbone_kwargs = {"add_pooling_layer": False}
+    supports_sdpa = False
+
+    def build_layer(self, config, index):
+        return MPNetLayer(config)
+
+    def build_cross_attention(self, config, index):
+        return MPNetAttention(config)
+
+    def build_head(self, config):
+        return nn.ModuleDict({"classifier": MPNetClassificationHead(config)})
+
+    def prepare(self, model, hidden, allowed):
+        return {
+            "mask": _backend_mask(allowed, hidden.dtype, "eager"),
+            "position_bias": model.backbone.encoder.compute_position_bias(hidden),
+        }
+
+    def self_attention(self, layer, hidden, context):
+        return layer.attention(hidden, context["mask"], position_bias=context["position_bias"])[0]
+
+    def cross_projections(self, layer, cross, hidden, documents):
+        attention = cross.attn
+        size = attention.attention_head_size
+        return (
+            _split_heads(attention.q(hidden), size),
+            _split_heads(attention.k(documents), size),
+            _split_heads(attention.v(documents), size),
+            size**-0.5,
+            attention.dropout.p,
+            attention,
+        )
+
+    def cross_output(self, layer, cross, context, hidden):
+        return cross.LayerNorm(cross.dropout(cross.attn.o(context)) + hidden)
 
 
-_FAMILIES = {"bert": _BertFamily, "roberta": _RobertaFamily, "electra": _BertLikeFamily}
+class _DebertaV2Family(_EncoderFamily):
+    """DeBERTa-v2 and v3: disentangled attention (content plus relative-position terms), eager only.
+
+    The query self-attention keeps the layer's relative positions over the query alone. Cross-attention is the
+    content-to-content term only (a `DebertaV2Attention` built without relative attention), scaled like the layer's
+    self-attention (`1 / sqrt(head_dim * (1 + number of position terms))`) so that the seeded weights start on the
+    scale they were trained for.
+    """
+
+    supports_sdpa = False
+
+    def build_layer(self, config, index):
+        return DebertaV2Layer(config)
+
+    def build_cross_attention(self, config, index):
+        content_only = copy.deepcopy(config)
+        content_only.relative_attention = False
+        return DebertaV2Attention(content_only)
+
+    def build_head(self, config):
+        dropout = getattr(config, "cls_dropout", None)
+        return nn.ModuleDict(
+            {
+                "pooler": ContextPooler(config),
+                "dropout": nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout),
+                "classifier": nn.Linear(config.pooler_hidden_size, config.num_labels),
+            }
+        )
+
+    def prepare(self, model, hidden, allowed):
+        encoder = model.backbone.encoder
+        return {
+            "mask": allowed,  # DeBERTa takes a boolean "may attend" mask
+            "relative_pos": encoder.get_rel_pos(hidden),
+            "rel_embeddings": encoder.get_rel_embedding(),
+        }
+
+    def self_attention(self, layer, hidden, context):
+        return layer.attention(
+            hidden, context["mask"], relative_pos=context["relative_pos"], rel_embeddings=context["rel_embeddings"]
+        )[0]
+
+    def cross_projections(self, layer, cross, hidden, documents):
+        attention = cross.self
+        size = attention.attention_head_size
+        position_terms = len({"c2p", "p2c"} & set(layer.attention.self.pos_att_type))
+        return (
+            _split_heads(attention.query_proj(hidden), size),
+            _split_heads(attention.key_proj(documents), size),
+            _split_heads(attention.value_proj(documents), size),
+            1 / math.sqrt(size * (1 + position_terms)),
+            attention.dropout.p,
+            attention,
+        )
+
+    def classify(self, model, pooled):
+        head = model.classification_head
+        return head["classifier"](head["dropout"](head["pooler"](pooled[:, None])))
 
 
-def _family_of(config: MiceConfig):
-    family = config.encoder_family
-    if family not in _FAMILIES:
-        raise NotImplementedError(f"the {family!r} encoder family is not implemented yet")
-    return _FAMILIES[family](config.encoder_config)
+class _ModernBertFamily(_EncoderFamily):
+    """ModernBERT (and Ettin): pre-norm layers, rotary positions, alternating global and sliding-window layers.
+
+    The query self-attention keeps the layer's rotary positions (query positions from 0) and its local/global
+    pattern. Cross-attention, as in the paper's Ettin models, has no rotary term and applies the layer's `attn_norm`
+    to the query and to the document states; it is a `ModernBertAttention` whose fused `Wqkv` gives Q (from the
+    query) and K, V (from the documents). The final norm is applied to the query states before the head.
+    """
+
+    layers_path = "layers"
+
+    def build_layer(self, config, index):
+        return ModernBertEncoderLayer(config, layer_idx=index)
+
+    def build_cross_attention(self, config, index):
+        return ModernBertAttention(config, layer_idx=index)
+
+    def self_attention_of(self, layer):
+        return layer.attn
+
+    def build_head(self, config):
+        return nn.ModuleDict(
+            {
+                "head": ModernBertPredictionHead(config),
+                "drop": nn.Dropout(config.classifier_dropout),
+                "classifier": nn.Linear(config.hidden_size, config.num_labels),
+            }
+        )
+
+    def lower(self, backbone, input_ids, attention_mask, token_type_ids):
+        # ModernBertModel.forward without its final norm (its hidden_states[-1] is normed too): the document states
+        # are the last independent layer's raw output, as for the other families.
+        hidden = backbone.embeddings(input_ids=input_ids)
+        arguments = {"config": backbone.config, "inputs_embeds": hidden, "attention_mask": attention_mask}
+        masks = {
+            "full_attention": create_bidirectional_mask(**arguments),
+            "sliding_attention": create_bidirectional_sliding_window_mask(**arguments),
+        }
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        rotary = {kind: backbone.rotary_emb(hidden, positions, kind) for kind in set(backbone.config.layer_types)}
+        for layer in backbone.layers:
+            kind = layer.attention_type
+            hidden = layer(hidden, attention_mask=masks[kind], position_embeddings=rotary[kind])
+        return hidden
+
+    def prepare(self, model, hidden, allowed):
+        implementation = model.config._attn_implementation
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        window = (positions[:, None] - positions[None, :]).abs() <= self.config.sliding_window
+        rotary = model.backbone.rotary_emb
+        layer_types = set(self.config.layer_types)
+        return {
+            "mask": {
+                "full_attention": _backend_mask(allowed, hidden.dtype, implementation),
+                "sliding_attention": _backend_mask(allowed & window, hidden.dtype, implementation),
+            },
+            "rotary": {kind: rotary(hidden, positions[None], kind) for kind in layer_types},
+        }
+
+    def self_attention(self, layer, hidden, context):
+        kind = layer.attention_type
+        attention = layer.attn(
+            layer.attn_norm(hidden), position_embeddings=context["rotary"][kind], attention_mask=context["mask"][kind]
+        )[0]
+        return hidden + attention
+
+    def cross_projections(self, layer, cross, hidden, documents):
+        size = cross.head_dim
+        width = cross.Wqkv.out_features // 3
+        weight, bias = cross.Wqkv.weight, cross.Wqkv.bias
+        query = F.linear(layer.attn_norm(hidden), weight[:width], None if bias is None else bias[:width])
+        key, value = F.linear(layer.attn_norm(documents), weight[width:], None if bias is None else bias[width:]).chunk(
+            2, dim=-1
+        )
+        return (
+            _split_heads(query, size),
+            _split_heads(key, size),
+            _split_heads(value, size),
+            size**-0.5,
+            cross.attention_dropout,
+            cross,
+        )
+
+    def cross_output(self, layer, cross, context, hidden):
+        return hidden + cross.out_drop(cross.Wo(context))
+
+    def feed_forward(self, layer, hidden):
+        return hidden + layer.mlp(layer.mlp_norm(hidden))
+
+    def finalize(self, model, hidden):
+        return model.backbone.final_norm(hidden)
+
+    def classify(self, model, pooled):
+        head = model.classification_head
+        return head["classifier"](head["drop"](head["head"](pooled)))
+
+
+_FAMILIES = {
+    "bert": _BertFamily,
+    "roberta": _BertLikeFamily,
+    "electra": _BertLikeFamily,
+    "mpnet": _MPNetFamily,
+    "deberta-v2": _DebertaV2Family,
+    "modernbert": _ModernBertFamily,
+}
+
+
+def _family_of(config: MiceConfig) -> _EncoderFamily:
+    return _FAMILIES[config.encoder_family](config.encoder_config)
+
+
+def _uses_token_types(encoder_config) -> bool:
+    """Whether the encoder embeds token types (then queries get type 0 and documents type 1)."""
+    return getattr(encoder_config, "type_vocab_size", 0) > 1
 
 
 def _sub_config(encoder_config, num_hidden_layers: int):
@@ -311,10 +556,14 @@ class MicePreTrainedModel(PreTrainedModel):
     config: MiceConfig
     base_model_prefix = "mice"
     supports_gradient_checkpointing = False
-    _supports_sdpa = True
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = False
+
+    @property
+    def _supports_sdpa(self) -> bool:
+        """sdpa where the encoder family's own attention supports it (MPNet and DeBERTa compute attention eagerly)."""
+        return _family_of(self.config).supports_sdpa
 
 
 class MiceModel(MicePreTrainedModel):
@@ -362,11 +611,10 @@ class MiceModel(MicePreTrainedModel):
 
     # -- lower layers ----------------------------------------------------------------------------------------------
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type: int) -> torch.Tensor:
-        family = self.family
         token_type_ids = None
-        if family.uses_token_types and getattr(self.config.encoder_config, "type_vocab_size", 0) > 1:
+        if _uses_token_types(self.config.encoder_config):
             token_type_ids = torch.full_like(input_ids, token_type)
-        return family.lower(self.backbone, input_ids, attention_mask, token_type_ids)
+        return self.family.lower(self.backbone, input_ids, attention_mask, token_type_ids)
 
     def _check_sequences(self, input_ids, attention_mask, what: str, limit: int):
         if input_ids is None or attention_mask is None:
@@ -459,11 +707,14 @@ class MiceModel(MicePreTrainedModel):
 
         family = self.family
         hidden = query_states
+        context = family.prepare(self, hidden, query_allowed)
         cross_attentions = []
-        for index in range(self.config.interaction_layers):
-            hidden, weights = family.interaction_layer(
-                self, index, hidden, query_allowed, documents, cross_allowed, output_attentions
+        for layer, cross in zip(self.interaction, self.cross_attention, strict=True):
+            hidden = family.self_attention(layer, hidden, context)
+            hidden, weights = family.cross_attention(
+                self, layer, cross, hidden, documents, cross_allowed, output_attentions
             )
+            hidden = family.feed_forward(layer, hidden)
             if output_attentions:
                 cross_attentions.append(weights)
         return MiceModelOutput(
@@ -504,11 +755,9 @@ class MiceModel(MicePreTrainedModel):
         valid = attention_mask.bool()
         lengths = valid.sum(dim=1)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        family = self.family
         by_type = (
             token_type_ids is not None
-            and family.uses_token_types
-            and getattr(config.encoder_config, "type_vocab_size", 0) > 1
+            and _uses_token_types(config.encoder_config)
             and bool(((token_type_ids == 1) & valid).any(dim=1).all())
         )
         if by_type:

@@ -100,6 +100,8 @@ def _config(family: str, tokenizer: PreTrainedTokenizerBase, num_hidden_layers: 
             **ids,
             cls_token_id=tokenizer.cls_token_id,
             sep_token_id=tokenizer.sep_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
             max_position_embeddings=128,
             global_attn_every_n_layers=2,
             local_attention=8,  # a small window, so that the local layers really differ from the global ones
