@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from evaluation.beir import BeirData, load_beir
 from evaluation.bm25 import BM25Retriever
-from trainers.candidates import CandidateList, candidates_from_run_file, mine_bm25_candidates
-from trainers.teacher_data import build_teacher_dataset
+from trainers.candidates import candidates_from_run_file, mine_bm25_candidates
+from trainers.teacher_data import build_from_beir
 from trainers.teachers import (
     BiEncoderTeacher,
     BM25Teacher,
@@ -65,12 +63,6 @@ def make_teacher(spec: str, retriever: BM25Retriever, batch_size: int, device: s
             teacher.model.to(device)
         return teacher
     raise SystemExit(f"unknown teacher {spec!r}; {TEACHER_HELP}")
-
-
-def mine(args: argparse.Namespace, data: BeirData, retriever: BM25Retriever) -> list[CandidateList]:
-    if args.run:
-        return candidates_from_run_file(args.run, data, args.depth, keep_positives=not args.no_positives)
-    return mine_bm25_candidates(data, args.depth, retriever, keep_positives=not args.no_positives)
 
 
 def evaluate(args: argparse.Namespace, data: BeirData, teacher: Teacher, retriever: BM25Retriever) -> dict:
@@ -132,40 +124,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights is not None and len(args.weights) != len(specs):
         parser.error(f"--weights has {len(args.weights)} values for {len(specs)} teacher(s)")
 
-    data = load_beir(args.beir, args.evaluate_split or args.split)
-    retriever = BM25Retriever().index(data.corpus)
-    teachers = [make_teacher(spec, retriever, args.batch_size, args.device) for spec in specs]
-    teacher = (
-        teachers[0]
-        if len(teachers) == 1 and args.weights is None
-        else EnsembleTeacher(teachers, args.weights, args.normalization)
-    )
+    def make_ensemble(retriever: BM25Retriever) -> Teacher:
+        teachers = [make_teacher(spec, retriever, args.batch_size, args.device) for spec in specs]
+        if len(teachers) == 1 and args.weights is None:
+            return teachers[0]
+        return EnsembleTeacher(teachers, args.weights, args.normalization)
+
     if args.evaluate_split:
-        print(json.dumps(evaluate(args, data, teacher, retriever), indent=2))
+        data = load_beir(args.beir, args.evaluate_split)
+        retriever = BM25Retriever().index(data.corpus)
+        print(json.dumps(evaluate(args, data, make_ensemble(retriever), retriever), indent=2))
         return 0
 
-    if args.max_queries:
-        data.qrels = dict(list(data.qrels.items())[: args.max_queries])
-    candidates = mine(args, data, retriever)
-    output = Path(args.output)
-    shards = output.with_name(output.name + ".partial")
-    dataset = build_teacher_dataset(
-        candidates,
-        data.all_queries,
-        {doc_id: data.document_text(doc_id) for doc_id in data.corpus},
-        teacher,
-        shards,
+    dataset = build_from_beir(
+        args.beir,
+        args.output,
+        split=args.split,
+        teacher=make_ensemble,
+        depth=args.depth,
+        run_file=args.run,
+        keep_positives=not args.no_positives,
+        max_queries=args.max_queries,
         batch_size=args.batch_size,
         resume=not args.no_resume,
-        metadata={
-            "data": {"dataset": data.name, "split": args.split, "queries": len(candidates)},
-            "first_stage": {"name": Path(args.run).name if args.run else "bm25", "depth": args.depth},
-            "positives_added": not args.no_positives,
-        },
     )
-    dataset.save_to_disk(output)
-    shutil.rmtree(shards)
-    print(f"saved {len(dataset.train)} lists, {len(dataset.documents)} documents to {output}", file=sys.stderr)
+    print(f"saved {len(dataset.train)} lists, {len(dataset.documents)} documents to {args.output}", file=sys.stderr)
     return 0
 
 

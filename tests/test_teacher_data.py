@@ -404,7 +404,7 @@ def test_cli_build_then_reload_with_datasets_in_a_fresh_process(tmp_path, sample
     assert cli.main(argv) == 0
     assert not output.with_name("teacher_dataset.partial").exists()
     built = TeacherDataset.load_from_disk(output)
-    assert len(built.train) == 12 and built.metadata["first_stage"] == {"name": "bm25", "depth": 5}
+    assert len(built.train) == 12 and built.metadata["candidates"]["description"] == "BM25 top-5, judged positives kept"
     expected = built.training_rows(list_size=4)[:]
 
     script = (

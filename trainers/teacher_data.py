@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +34,8 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
+    from evaluation.bm25 import BM25Retriever
+
     from .candidates import CandidateList
     from .teachers import Teacher
 
@@ -203,13 +205,12 @@ class TeacherDataset:
         rows = list(rows)
         columns = list(rows[0]) if rows else ["query_id", "document_ids", "scores"]
         for number, row in enumerate(rows):
-            if list(row) != columns:
+            if set(row) != set(columns):
                 raise TeacherDataError(f"train row {number} has columns {list(row)}; row 0 has {columns}")
         features = train_features(columns)
         train = datasets.Dataset.from_dict({c: [row[c] for row in rows] for c in features}, features=features)
         query_ids = list(dict.fromkeys(row["query_id"] for row in rows))
         document_ids = list(dict.fromkeys(d for row in rows for d in row["document_ids"]))
-        # Unknown ids stay in (with no text) so that validation names the offending row.
         query_table = {"query_id": query_ids, "text": [queries.get(q) for q in query_ids]}
         document_table = {"document_id": document_ids, "text": [documents.get(d) for d in document_ids]}
         missing_query = next((q for q, text in zip(*query_table.values(), strict=True) if text is None), None)
@@ -452,3 +453,82 @@ def build_teacher_dataset(
     return TeacherDataset.from_records(
         rows, queries, documents, {"teacher": teacher.describe(), **dict(metadata or {})}
     )
+
+
+def build_from_beir(
+    folder: str | Path,
+    output: str | Path,
+    *,
+    split: str = "train",
+    teacher: Teacher | Callable[[BM25Retriever], Teacher] | None = None,
+    depth: int = 100,
+    run_file: str | Path | None = None,
+    keep_positives: bool = True,
+    max_queries: int | None = None,
+    batch_size: int = 32,
+    resume: bool = True,
+    show_progress: bool = True,
+) -> TeacherDataset:
+    """Mine candidates for a BEIR split, score them, and save the teacher dataset to ``output``.
+
+    The one-call pipeline behind ``scripts/build_teacher_dataset.py`` and the quickstart. Finished batches are
+    kept in ``<output>.partial/`` until the dataset is saved, so calling it again after an interruption resumes.
+
+    Args:
+        folder: BEIR-layout folder.
+        output: where the dataset is saved (``datasets.DatasetDict`` folder: ``train/``, ``queries/``, ``documents/``).
+        split: the qrels split whose queries get lists.
+        teacher: a :class:`~trainers.teachers.Teacher`, or a function of the corpus's BM25 index returning one (so
+            BM25 teachers share the miner's index); default: :func:`~trainers.teachers.offline_teacher`.
+        depth: candidates per query.
+        run_file: first-stage TREC run; default BM25 (bm25s) over the corpus.
+        keep_positives: put judged positives the first stage missed in the lists.
+        max_queries: use only the first queries of the split (quick runs).
+        batch_size: queries per scored (and resumable) batch.
+        resume: reuse finished batches of an earlier, interrupted call.
+        show_progress: show a progress bar.
+    """
+    from evaluation.beir import load_beir
+    from evaluation.bm25 import BM25Retriever
+
+    from .candidates import candidates_from_run_file, mine_bm25_candidates
+    from .teachers import Teacher, offline_teacher
+
+    data = load_beir(folder, split)
+    if max_queries is not None:
+        data.qrels = dict(list(data.qrels.items())[:max_queries])
+    retriever = BM25Retriever().index(data.corpus)
+    if teacher is None:
+        teacher = offline_teacher(retriever)
+    elif not isinstance(teacher, Teacher):
+        teacher = teacher(retriever)
+    if run_file is not None:
+        candidates = candidates_from_run_file(run_file, data, depth, keep_positives)
+    else:
+        candidates = mine_bm25_candidates(data, depth, retriever, keep_positives)
+    first_stage = Path(run_file).name if run_file is not None else "BM25"
+    output = Path(output)
+    shards = output.with_name(output.name + ".partial")
+    dataset = build_teacher_dataset(
+        candidates,
+        data.all_queries,
+        {doc_id: data.document_text(doc_id) for doc_id in data.corpus},
+        teacher,
+        shards,
+        batch_size=batch_size,
+        resume=resume,
+        show_progress=show_progress,
+        metadata={
+            "source": data.name,
+            "data": {"dataset": data.name, "split": split, "queries": len(candidates)},
+            "candidates": {
+                "first_stage": first_stage,
+                "depth": depth,
+                "positives_added": keep_positives,
+                "description": f"{first_stage} top-{depth}" + (", judged positives kept" if keep_positives else ""),
+            },
+        },
+    )
+    dataset.save_to_disk(output)
+    shutil.rmtree(shards)
+    return dataset
