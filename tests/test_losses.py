@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 from sentence_transformers.cross_encoder import CrossEncoder
+from tiny_models import build_tiny_backbone
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from trainers.losses import (
     ADRMSELoss,
@@ -57,21 +57,9 @@ class HandScores(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def cross_encoder(minilm_path, tmp_path_factory) -> CrossEncoder:
-    """A tiny random BERT cross-encoder with the MiniLM tokenizer (the losses need a real CrossEncoder to build)."""
-    folder = tmp_path_factory.mktemp("tiny-ce")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return CrossEncoder(str(folder))
+def cross_encoder(tmp_path_factory) -> CrossEncoder:
+    """A tiny random BERT cross-encoder (the losses need a real CrossEncoder to be built)."""
+    return CrossEncoder(str(build_tiny_backbone(tmp_path_factory.mktemp("tiny"), "bert", cross_encoder=True)))
 
 
 def run(loss, targets):

@@ -6,8 +6,9 @@ import pytest
 import torch
 from datasets import Dataset
 from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+from tiny_models import build_tiny_backbone
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer
 
 from modeling_mice import MiceForSequenceClassification
 from trainers import (
@@ -49,25 +50,19 @@ def rows(n: int = 2) -> Dataset:
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is faster than two fighting over a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def backbone(minilm_path, tmp_path_factory) -> str:
-    """A tiny random 3-layer BERT cross-encoder folder with the MiniLM tokenizer, no dropout."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+def backbone(tmp_path_factory) -> str:
+    """A tiny random 3-layer BERT cross-encoder folder."""
+    return str(build_tiny_backbone(tmp_path_factory.mktemp("tiny"), "bert", num_hidden_layers=3, cross_encoder=True))
 
 
 def build_mice(backbone: str, folder, **config) -> str:

@@ -38,7 +38,7 @@ class InfoNCELoss(ListwiseObjective, MultipleNegativesRankingLoss):
         positive_from: ``"labels"`` (qrels) or ``"teacher"`` (the teacher's best document).
         in_batch_negatives: also use the other lists' documents as negatives.
         scale: multiplies the logits (an inverse temperature).
-        activation_fn: applied to the logits first (None: raw logits).
+        activation_fn: applied to the logits first (default Identity: raw logits).
 
     Inputs:
         +---------------------------------+----------------------------------------------+------------------------+
@@ -59,7 +59,7 @@ class InfoNCELoss(ListwiseObjective, MultipleNegativesRankingLoss):
         scale: float = 1.0,
         activation_fn: nn.Module | None = None,
     ) -> None:
-        super().__init__(model, num_negatives=None, scale=scale, activation_fn=activation_fn)
+        super().__init__(model, num_negatives=None, scale=scale, activation_fn=activation_fn or nn.Identity())
         if positive_from not in ("labels", "teacher"):
             raise ValueError(f"positive_from must be 'labels' or 'teacher', got {positive_from!r}.")
         self.positive_from = positive_from
