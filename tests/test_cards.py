@@ -80,15 +80,31 @@ def make_cross_encoder_folder(parent: Path, backbone: str, name: str = "cross-en
     return folder
 
 
-def write_evaluation(path: Path, systems: dict) -> dict:
-    evaluation = {"settings": {"split": "test", "first_stage": "bm25", "depth": 30}, "systems": systems}
-    path.write_text(json.dumps(evaluation), encoding="utf-8")
-    return evaluation
+def write_evaluation(path: Path, systems: dict[str, tuple[str | None, dict]], better_than: dict | None = None) -> dict:
+    """An evaluation.json in the layout `evaluation.harness.evaluate_systems` writes; `systems` maps a name to its
+    model path (None for the first stage) and its entry on the dataset `debian`."""
+    report = {
+        "settings": {"split": "test", "depth": 30, "first_stage": "bm25", "seed": 0},
+        "systems": {
+            name: {"kind": "first-stage"} if model is None else {"kind": name.split("-")[0], "model": model}
+            for name, (model, _) in systems.items()
+        },
+        "datasets": {"debian": {"split": "test", "queries": 60, "documents": 3000}},
+        "results": {name: {"debian": entry} for name, (_, entry) in systems.items()},
+        "significance": {
+            "debian": {"test": "paired t-test", "max_p": 0.05, "p_values": {}, "better_than": better_than or {}}
+        },
+    }
+    path.write_text(json.dumps(report), encoding="utf-8")
+    return report
 
 
 def metrics(ndcg: float, mrr: float, recall: float, map_: float, **latency) -> dict:
-    values = {"ndcg@10": ndcg, "mrr@10": mrr, "recall@100": recall, "map": map_}
-    return {**values, "latency": latency} if latency else values
+    """A result entry: the four metrics, and `latency` (ms) when given."""
+    entry: dict = {"metrics": {"ndcg@10": ndcg, "mrr@10": mrr, "recall@100": recall, "map": map_}}
+    if latency:
+        entry["latency"] = latency
+    return entry
 
 
 def python_blocks(card: ModelCard, after: str) -> str:
@@ -104,41 +120,44 @@ def quickstart(tmp_path_factory) -> Path:
     mice_folder, _ = make_mice_folder(root / "models")
     backbone = json.loads((mice_folder / "training_record.json").read_text())["backbone"]
     make_cross_encoder_folder(root / "models", backbone)
+    mice = metrics(0.625, 0.5, 0.875, 0.4375, mean_ms=3.5, p95_ms=4.0)
+    mice["document_encoding"] = {"seconds": 1.5, "documents": 3000, "ms_per_document": 0.5}
     write_evaluation(
         root / "evaluation.json",
         {
-            "bm25": {"model": None, "datasets": {"debian": metrics(0.5, 0.25, 0.875, 0.375)}},
-            "mice": {
-                "model": "models/mice",
-                "datasets": {"debian": metrics(0.625, 0.5, 0.875, 0.4375, ms_per_query=3.5, documents_per_s=512.0)},
-            },
-            "cross-encoder": {
-                "model": "models/cross-encoder",
-                "datasets": {"debian": metrics(0.75, 0.625, 0.875, 0.5, ms_per_query=7.25, documents_per_s=256.0)},
-            },
+            "bm25": (None, metrics(0.5, 0.25, 0.875, 0.375)),
+            "mice": ("models/mice", mice),
+            "cross-encoder": ("models/cross-encoder", metrics(0.75, 0.625, 0.875, 0.5, mean_ms=7.25, p95_ms=9.0)),
         },
+        better_than={"mice": {"ndcg@10": ["bm25"], "mrr@10": ["bm25"]}, "cross-encoder": {"ndcg@10": ["bm25"]}},
     )
     return root
 
 
 def test_model_card_eval_results_are_the_recorded_ones(quickstart):
     card = render_model_card(quickstart / "models" / "mice", repo_id="org/mice-tiny")
-    recorded = json.loads((quickstart / "evaluation.json").read_text())["systems"]["mice"]["datasets"]["debian"]
+    recorded = json.loads((quickstart / "evaluation.json").read_text())["results"]["mice"]["debian"]["metrics"]
     found = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
-    assert found == {("debian", m): v for m, v in recorded.items() if m != "latency"}
+    assert found == {("debian", m): v for m, v in recorded.items()}
     assert {r.task_type for r in card.data.eval_results} == {"text-ranking"}
     assert {r.dataset_split for r in card.data.eval_results} == {"test"}
     # The readable table holds every system, this one marked; figures are the recorded ones to 4 decimals.
-    assert "| debian | **mice (this model)** | 0.6250 | 0.5000 | 0.8750 | 0.4375 |" in card.text
-    assert "| debian | bm25 | 0.5000 | 0.2500 | 0.8750 | 0.3750 |" in card.text
-    assert "| debian | cross-encoder | 0.7500 | 0.6250 | 0.8750 | 0.5000 |" in card.text
+    assert (
+        "| Dataset | Queries | System | ndcg@10 | mrr@10 | recall@100 | map | Significantly better than (p < 0.05) |"
+        in (card.text)
+    )
+    assert "| debian | 60 | **mice (this model)** | 0.6250 | 0.5000 | 0.8750 | 0.4375 | bm25 (ndcg@10, mrr@10) |" in (
+        card.text
+    )
+    assert "| debian | 60 | bm25 | 0.5000 | 0.2500 | 0.8750 | 0.3750 | – |" in card.text
+    assert "| debian | 60 | cross-encoder | 0.7500 | 0.6250 | 0.8750 | 0.5000 | bm25 (ndcg@10) |" in card.text
 
 
 def test_model_card_latency_names_the_same_backbone_cross_encoder(quickstart):
     card = render_model_card(quickstart / "models" / "mice")
-    assert "| Dataset | System | Role | documents_per_s | ms_per_query |" in card.text
-    assert "| debian | mice | this model | 512.00 | 3.50 |" in card.text
-    assert "| debian | cross-encoder | same-backbone cross-encoder | 256.00 | 7.25 |" in card.text
+    assert "| Dataset | System | Role | mean_ms | p95_ms | document encoding, ms per document (once) |" in card.text
+    assert "| debian | mice | this model | 3.50 | 4.00 | 0.50 |" in card.text
+    assert "| debian | cross-encoder | same-backbone cross-encoder | 7.25 | 9.00 | – |" in card.text
 
 
 def test_mice_card_architecture_training_and_citations(quickstart):
@@ -153,7 +172,7 @@ def test_mice_card_architecture_training_and_citations(quickstart):
     assert f"| Parameters | {count / 1e6:.1f}M ({count:,}; from the training record) |" in card.text
     assert "| learning_rate | 7e-06 |" in card.text and "| train_queries | 40 |" in card.text
     assert "**MarginMSELoss** (weight 1.0)" in card.text
-    assert "Training took 3.2 s; the final training loss was 0.0625." in card.text
+    assert "Training took 3.2 s." in card.text and "The final training loss was 0.0625." in card.text
     for arxiv in ("2602.16299", "2603.03010", "2010.02666"):
         assert f"eprint={{{arxiv}}}" in card.text
     assert "trust_remote_code=True" in card.text and 'revision="<commit hash>"' in card.text
@@ -185,9 +204,23 @@ def test_model_not_among_evaluated_systems_gets_no_results(quickstart, tmp_path)
 
 def test_bench_latency_file_is_tabulated(quickstart, tmp_path):
     bench = tmp_path / "latency.json"
-    bench.write_text(json.dumps({"settings": {"batch": 8}, "systems": {"mice (pre-encoded)": {"ms_per_batch": 2.5}}}))
+    measured = {"ce_ms": 80.0, "mice_ms": 40.0, "mice_cached_ms": 20.0, "st_ce_ms": 82.5, "speedup": 2.0}
+    measured |= {"speedup_cached": 4.0, "ce_gflop": 10.0, "mice_cached_gflop": 2.5, "ce_gflops": 125.0}
+    bench.write_text(json.dumps({**measured, "docs": 100, "doc_tokens": 258, "threads": 2}))
     card = render_model_card(quickstart / "models" / "mice", latency=bench)
-    assert "| mice (pre-encoded) | 2.50 |" in card.text
+    assert "| cross-encoder (joint pairs) | 80.00 | 1.00 | 10.00 | 125.00 |" in card.text
+    assert "| MICE, documents encoded per query | 40.00 | 2.00 | – | – |" in card.text
+    assert "| MICE, pre-encoded documents | 20.00 | 4.00 | 2.50 | – |" in card.text
+    assert "| sentence-transformers CrossEncoder.predict | 82.50 | – | – | – |" in card.text
+    assert "| docs | 100 |" in card.text and "| doc_tokens | 258 |" in card.text
+
+
+def test_record_that_does_not_match_the_weights_is_refused(tmp_path):
+    folder, _ = make_mice_folder(tmp_path)
+    record = json.loads((folder / "training_record.json").read_text())
+    (folder / "training_record.json").write_text(json.dumps({**record, "fusion_layer": 2, "interaction_layers": 1}))
+    with pytest.raises(RecordError, match="says MICE-ℓ2\\+1 but config.json says MICE-ℓ1\\+2"):
+        render_model_card(folder)
 
 
 def test_record_errors_are_clear(tmp_path):
@@ -239,14 +272,16 @@ def teacher_dataset() -> TeacherDataset:
 
 
 def test_dataset_card_schema_counts_teacher_and_licence(tmp_path):
-    teacher_dataset().save_to_disk(tmp_path / "teacher")
+    data = teacher_dataset()
+    data.save_to_disk(tmp_path / "teacher")
     card = render_dataset_card(read_teacher_dataset(tmp_path / "teacher"), repo_id="org/teacher")
     assert card.data.license == "other" and card.data.size_categories == "n<1K"
     assert "| training queries (rows of `train`) | 2 |" in card.text
     assert "| documents | 3 |" in card.text and "| scored candidates | 5 |" in card.text
     assert "| candidates per query (min / mean / max) | 2 / 2.5 / 3 |" in card.text
     assert "Relevant documents (label > 0) per query, min / mean / max: 1 / 1.5 / 2." in card.text
-    assert "| `scores` | `List(Value('float32'))` |" in card.text
+    for column, feature in data.train.features.items():
+        assert f"| `{column}` | `{feature}` |" in card.text
     assert "**Teacher:** hybrid. BM25 plus MiniLM cosine" in card.text
     assert "**How candidates were generated:** BM25 top-3 with the judged positives kept" in card.text
     assert 'load_dataset("org/teacher", "queries", split="train")' in card.text

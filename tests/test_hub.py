@@ -111,10 +111,7 @@ def pushed_mice(hub, tmp_path_factory):
     """A tiny MICE model in the quickstart layout, pushed with the CLI and loaded back in a fresh process."""
     root = tmp_path_factory.mktemp("mice-push")
     folder, model = make_mice_folder(root / "models")
-    evaluation = write_evaluation(
-        root / "evaluation.json",
-        {"mice": {"model": "models/mice", "datasets": {"debian": metrics(0.5, 0.25, 1.0, 0.375)}}},
-    )
+    evaluation = write_evaluation(root / "evaluation.json", {"mice": ("models/mice", metrics(0.5, 0.25, 1.0, 0.375))})
     tokenizer = AutoTokenizer.from_pretrained(folder)
     inputs = tokenizer([q for q, _ in PAIRS], [d for _, d in PAIRS], padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
@@ -152,7 +149,7 @@ def test_pushed_mice_model_loads_with_the_same_scores(pushed_mice):
 
 def test_pushed_card_keeps_eval_results_and_pins_the_content_commit(pushed_mice):
     loaded = pushed_mice["loaded"]
-    recorded = pushed_mice["evaluation"]["systems"]["mice"]["datasets"]["debian"]
+    recorded = pushed_mice["evaluation"]["results"]["mice"]["debian"]["metrics"]
     assert loaded["eval_results"] == [["debian", metric, value] for metric, value in recorded.items()]
     assert f'revision="{pushed_mice["revision"]}"' in loaded["card"]
     assert 'from_pretrained("mice-tester/mice-tiny", trust_remote_code=True)' in loaded["card"]
