@@ -1,0 +1,209 @@
+"""Re-ranking systems: any sentence-transformers CrossEncoder, and MICE with pre-encoded documents.
+
+Every system scores one query against its candidate documents (``score_query``); MICE first encodes the candidate
+documents once (``prepare``), so its per-query latency covers only the query side and the interaction layers, and
+the one-off document encoding is timed separately. ``load_reranker`` turns a command-line spec into a system.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
+
+from .document_cache import DocumentStateCache, model_fingerprint
+
+
+class ModelPathError(ValueError):
+    """A model spec that names no loadable model."""
+
+
+class CrossEncoderReranker:
+    """A ``sentence_transformers.CrossEncoder`` scoring joint ``(query, document)`` pairs (raw logits).
+
+    Works for any cross-encoder folder or Hub id, and for a MICE folder too (MICE splits the joint pair itself): that
+    is the joint-pair reference path against which ``MiceReranker``'s pre-encoded path is checked.
+    """
+
+    kind = "cross-encoder"
+
+    def __init__(self, model_name_or_path: str, batch_size: int = 32, device: str | None = None, **kwargs):
+        from sentence_transformers import CrossEncoder
+
+        self.model_name_or_path = model_name_or_path
+        self.batch_size = batch_size
+        # Identity: rank by raw logits, as the losses train them; a Sigmoid would only turn large logits into ties.
+        try:
+            self.model = CrossEncoder(
+                model_name_or_path, device=device, activation_fn=torch.nn.Identity(), trust_remote_code=True, **kwargs
+            )
+        except OSError as error:
+            raise ModelPathError(
+                f"could not load the cross-encoder {model_name_or_path!r}: it is not a local model folder and could not "
+                f"be fetched from the Hub ({error})"
+            ) from error
+        self.model.eval()
+
+    def prepare(self, documents: dict[str, str]) -> float:
+        """Nothing to pre-compute for a cross-encoder; returns 0 seconds."""
+        return 0.0
+
+    def release(self) -> None:
+        """Nothing is held between queries."""
+
+    def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
+        """Raw scores of ``query`` against each document text."""
+        scores = self.model.predict(
+            [(query, text) for text in documents],
+            batch_size=self.batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+        return [float(score) for score in scores.reshape(len(documents), -1)[:, 0]]
+
+    def settings(self) -> dict:
+        return {"kind": self.kind, "model": self.model_name_or_path, "batch_size": self.batch_size}
+
+
+class MiceReranker:
+    """MICE re-ranking with documents encoded once (``encode_documents``) and scored with ``score``.
+
+    ``prepare(documents)`` encodes the documents not yet held (or loads them from a ``DocumentStateCache``), keeping
+    each one's states trimmed to its length; ``score_query`` then runs the query's lower layers once and its
+    interaction layers against up to ``batch_size`` documents at a time.
+    """
+
+    kind = "mice"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        batch_size: int = 32,
+        device: str | None = None,
+        cache_folder: str | Path | None = None,
+        show_progress: bool = True,
+    ):
+        from transformers import AutoTokenizer
+
+        import modeling_mice  # noqa: F401  (registers MICE with the Auto classes: no remote code needed)
+        from modeling_mice import MiceForSequenceClassification
+
+        self.model_name_or_path = model_name_or_path
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.model = MiceForSequenceClassification.from_pretrained(model_name_or_path).eval()
+        if device is not None:
+            self.model.to(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        self.cache = DocumentStateCache(cache_folder, model_fingerprint(self.model)) if cache_folder else None
+        self.states: dict[str, torch.Tensor] = {}
+
+    @torch.inference_mode()
+    def prepare(self, documents: dict[str, str]) -> float:
+        """Encode (or load from the cache) the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
+        start = time.perf_counter()
+        missing = {doc_id: text for doc_id, text in documents.items() if doc_id not in self.states}
+        if self.cache is not None and missing:
+            self.states.update(self.cache.get(missing))
+            missing = {doc_id: text for doc_id, text in missing.items() if doc_id not in self.states}
+        # Length-sorted batches waste little work on padding.
+        ordered = sorted(missing, key=lambda doc_id: len(missing[doc_id]))
+        encoded: dict[str, torch.Tensor] = {}
+        for begin in tqdm(
+            range(0, len(ordered), self.batch_size),
+            desc="encoding documents",
+            disable=not self.show_progress or not ordered,
+            leave=False,
+        ):
+            ids = ordered[begin : begin + self.batch_size]
+            inputs = self.model.tokenize_documents(self.tokenizer, [missing[doc_id] for doc_id in ids])
+            states = self.model.encode_documents(**inputs)
+            lengths = states.attention_mask.sum(dim=1).tolist()
+            for doc_id, hidden, length in zip(ids, states.hidden_states, lengths, strict=True):
+                encoded[doc_id] = hidden[:length].clone()
+        if self.cache is not None and encoded:
+            self.cache.put(encoded, missing)
+        self.states.update(encoded)
+        return time.perf_counter() - start
+
+    def release(self) -> None:
+        """Forget the encoded documents (they stay in the on-disk cache, if any)."""
+        self.states.clear()
+
+    def document_states(self, doc_ids: list[str]):
+        """The held states of ``doc_ids`` as one right-padded ``MiceDocumentStates``."""
+        from modeling_mice import MiceDocumentStates
+
+        hidden = [self.states[doc_id] for doc_id in doc_ids]
+        mask = [torch.ones(len(h), dtype=torch.long, device=h.device) for h in hidden]
+        return MiceDocumentStates(pad_sequence(hidden, batch_first=True), pad_sequence(mask, batch_first=True))
+
+    @torch.inference_mode()
+    def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
+        """Raw scores of ``query`` against the prepared documents ``doc_ids``."""
+        query_inputs = self.model.tokenize_queries(self.tokenizer, [query])
+        scores: list[float] = []
+        for begin in range(0, len(doc_ids), self.batch_size):
+            states = self.document_states(doc_ids[begin : begin + self.batch_size])
+            logits = self.model.score(**query_inputs, document_states=states).logits
+            scores.extend(logits[:, 0].tolist())
+        return scores
+
+    def settings(self) -> dict:
+        config = self.model.config
+        return {
+            "kind": self.kind,
+            "model": self.model_name_or_path,
+            "batch_size": self.batch_size,
+            "fusion_layer": config.fusion_layer,
+            "interaction_layers": config.interaction_layers,
+            "document_cache": str(self.cache.folder) if self.cache else None,
+        }
+
+
+def detect_model_kind(path: str | Path) -> str:
+    """``"mice"`` when the folder's ``config.json`` says ``model_type: mice``, else ``"cross-encoder"``.
+
+    Raises:
+        ModelPathError: ``path`` is neither a model folder nor something that looks like a Hub id.
+    """
+    path = Path(path)
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        except json.JSONDecodeError as error:
+            raise ModelPathError(f"{config} is not valid JSON ({error.msg}); is this a model folder?") from error
+        return "mice" if model_type == "mice" else "cross-encoder"
+    if path.exists():
+        raise ModelPathError(f"{path} holds no config.json: pass a model folder (saved with save_pretrained)")
+    if path.is_absolute() or str(path).startswith(".") or len(path.parts) != 2:
+        raise ModelPathError(
+            f"model path {path} does not exist; pass a model folder or a Hugging Face Hub id such as 'org/name'"
+        )
+    return "cross-encoder"  # a Hub id: CrossEncoder resolves it (MICE on the Hub loads there with remote code)
+
+
+def load_reranker(
+    spec: str,
+    batch_size: int = 32,
+    device: str | None = None,
+    cache_folder: str | Path | None = None,
+    show_progress: bool = True,
+):
+    """Build a re-ranker from ``ce:PATH``, ``mice:PATH`` or a bare ``PATH`` (kind read from its ``config.json``).
+
+    Raises:
+        ModelPathError: the path does not exist, is not a model folder, or is not a MICE model under ``mice:``.
+    """
+    kind, _, path = spec.partition(":") if spec.startswith(("ce:", "mice:")) else ("", "", spec)
+    detected = detect_model_kind(path)
+    if kind == "mice" and detected != "mice":
+        raise ModelPathError(f"{path} is not a MICE model (its config.json model_type is not 'mice'); use ce:{path}")
+    if (kind or ("ce" if detected == "cross-encoder" else "mice")) == "mice":
+        return MiceReranker(path, batch_size, device, cache_folder, show_progress)
+    return CrossEncoderReranker(path, batch_size, device)
