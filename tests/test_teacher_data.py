@@ -29,6 +29,7 @@ from trainers.teachers import (
     EnsembleTeacher,
     MiceTeacher,
     Teacher,
+    offline_teacher,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -451,3 +452,24 @@ def test_teacher_dataset_trains_a_cross_encoder(tmp_path, tiny_bert):
     result = DistillationTrainer(model=model, args=args, train_dataset=rows, loss=MarginMSELoss(model)).train()
     assert result.global_step == 2 and math.isfinite(result.training_loss)
     assert any(not torch.equal(before[name], p) for name, p in model.named_parameters())
+
+
+@pytest.mark.real_model
+def test_offline_teacher_is_the_mean_of_min_max_bm25_and_minilm_cosine(sample_train, sample_retriever, minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    teacher = offline_teacher(sample_retriever)
+    assert [member.name for member in teacher.teachers] == ["bm25", "all-MiniLM-L6-v2"]
+    queries = dict(list(sample_train.queries.items())[:3])
+    run = sample_retriever.search(queries, k=5)
+    lists = [list(run[q]) for q in queries]
+    documents = {d: sample_train.document_text(d) for ids in lists for d in ids}
+    scores = teacher.score(list(queries.values()), lists, documents)
+
+    model = SentenceTransformer(minilm_path)
+    for query_id, ids, values in zip(queries, lists, scores, strict=True):
+        bm25 = np.array(list(run[query_id].values()))
+        embeddings = model.encode([queries[query_id]] + [documents[d] for d in ids], normalize_embeddings=True)
+        cosine = embeddings[1:] @ embeddings[0]
+        minmax = [(x - x.min()) / (x.max() - x.min()) for x in (bm25, cosine)]
+        np.testing.assert_allclose(values, (minmax[0] + minmax[1]) / 2, rtol=1e-4, atol=1e-5)

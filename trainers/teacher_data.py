@@ -330,8 +330,8 @@ class TrainingRowJoin:
         self.query_texts = queries.with_format(None)
         self.document_texts = documents.with_format(None)
         # Row positions rather than texts: the texts stay in Arrow memory (memory-mapped when loaded from disk).
-        self.query_rows = {query_id: row for row, query_id in enumerate(queries["query_id"])}
-        self.document_rows = {doc_id: row for row, doc_id in enumerate(documents["document_id"])}
+        self.query_rows = {query_id: row for row, query_id in enumerate(arrow_table(queries).column(0).to_pylist())}
+        self.document_rows = {doc_id: row for row, doc_id in enumerate(arrow_table(documents).column(0).to_pylist())}
         self.list_size, self.sampling, self.require_positive, self.seed = list_size, sampling, require_positive, seed
 
     def choose(self, query_id: str, labels: Sequence[int] | None, length: int) -> list[int]:
