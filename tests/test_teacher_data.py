@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -428,13 +427,21 @@ def test_cli_build_then_reload_with_datasets_in_a_fresh_process(tmp_path, sample
     assert [row["document_ids"][0] for row in built.train] == [next(iter(run[row["query_id"]])) for row in built.train]
 
 
-def test_hub_configs_are_plain_datasets(tmp_path):
-    configs = small_dataset().hub_configs()
+def test_hub_configs_load_back_from_the_layout_push_to_hub_writes(tmp_path):
+    data = small_dataset()
+    configs = data.hub_configs()
     assert list(configs) == ["train", "queries", "documents"]
-    assert all(isinstance(config, datasets.Dataset) for config in configs.values())
-    configs["train"].to_parquet(tmp_path / "train.parquet")
-    reloaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "train.parquet"), split="train")
-    assert reloaded.features == configs["train"].features and reloaded[:] == configs["train"][:]
+    # push_to_hub(repo, config_name=name) writes <name>/train-*.parquet and declares the configs in the README.
+    readme = ["---", "configs:"]
+    for name, config in configs.items():
+        (tmp_path / name).mkdir()
+        config.to_parquet(tmp_path / name / "train-00000-of-00001.parquet")
+        readme += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/train-*"]
+    (tmp_path / "README.md").write_text("\n".join([*readme, "---", ""]), encoding="utf-8")
+    loaded = TeacherDataset.from_hub(str(tmp_path))
+    for name, config in loaded.hub_configs().items():
+        assert config.features == configs[name].features and config[:] == configs[name][:]
+    assert loaded.training_rows()[:] == data.training_rows()[:]
 
 
 def test_teacher_dataset_trains_a_cross_encoder(tmp_path, tiny_bert):
