@@ -195,11 +195,16 @@ def _find_system(results: EvaluationResults, folder: Path) -> SystemResults | No
 
 
 def _resolve(results: EvaluationResults, recorded: str) -> Path:
+    """A model path as the evaluation recorded it: absolute, or relative to the directory the evaluation ran in,
+    which is the current one or an ancestor of the evaluation file (the quickstart copies it into model folders)."""
     path = Path(recorded)
     if path.is_absolute():
         return path.resolve()
-    beside = results.source.parent / path
-    return beside.resolve() if beside.exists() else path.resolve()
+    folder = results.source.resolve().parent
+    for base in (Path.cwd(), folder, *folder.parents):
+        if (base / path).exists():
+            return (base / path).resolve()
+    return path.resolve()
 
 
 def _metric_names(results: EvaluationResults) -> list[str]:

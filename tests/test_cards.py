@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -160,6 +161,20 @@ def test_model_card_latency_names_the_same_backbone_cross_encoder(quickstart):
     assert "| debian | cross-encoder | same-backbone cross-encoder | 7.25 | 9.00 | – |" in card.text
 
 
+def test_evaluation_copied_into_the_model_folder_finds_both_systems(quickstart, tmp_path):
+    """The quickstart records model paths relative to where it ran and copies evaluation.json into each model."""
+    output = tmp_path / "run" / "mice-quickstart"
+    shutil.copytree(quickstart / "models", output / "models")
+    report = json.loads((quickstart / "evaluation.json").read_text())
+    for name in ("mice", "cross-encoder"):
+        report["systems"][name]["model"] = f"mice-quickstart/models/{name}"
+    for name in ("mice", "cross-encoder"):
+        (output / "models" / name / "evaluation.json").write_text(json.dumps(report))
+    card = render_model_card(output / "models" / "mice")
+    assert [r.metric_value for r in card.data.eval_results] == [0.625, 0.5, 0.875, 0.4375]
+    assert "| debian | cross-encoder | same-backbone cross-encoder | 7.25 | 9.00 | – |" in card.text
+
+
 def test_mice_card_architecture_training_and_citations(quickstart):
     folder = quickstart / "models" / "mice"
     record = json.loads((folder / "training_record.json").read_text())
@@ -178,6 +193,33 @@ def test_mice_card_architecture_training_and_citations(quickstart):
     assert "trust_remote_code=True" in card.text and 'revision="<commit hash>"' in card.text
     assert "code_revision" in card.text
     assert card.data.tags and "custom_code" in card.data.tags and card.data.pipeline_tag == "text-ranking"
+
+
+def test_card_reads_the_record_the_trainer_writes(tmp_path):
+    """The record comes from trainers.training_record (what scripts/train.py writes), not from a hand-made dict."""
+    from sentence_transformers import CrossEncoder
+
+    from trainers import DistillationTrainingArguments, MarginMSELoss
+    from trainers.training_record import build_training_record, write_training_record
+
+    folder, _ = make_mice_folder(tmp_path)
+    model = CrossEncoder(str(folder), trust_remote_code=True)
+    args = DistillationTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=3, per_device_train_batch_size=2)
+    teacher = {"name": "hybrid", "description": "BM25 plus MiniLM cosine"}
+    data = {"dataset": "teacher_dataset", "train_queries": 2, "list_size": 2}
+    record = build_training_record(
+        model, MarginMSELoss(model), args, backbone="org/backbone", teacher=teacher, data=data, train_runtime_s=1.5
+    )
+    write_training_record(folder, record)
+    card = render_model_card(folder)
+    assert card.data.base_model == "org/backbone"
+    assert "| Name in the paper | MICE-ℓ1+2 |" in card.text and "| Dropped backbone layers | 3 |" in card.text
+    count = record["num_parameters"]
+    assert f"| Parameters | {count / 1e6:.1f}M ({count:,}; from the training record) |" in card.text
+    for key, value in record["hyperparameters"].items():
+        assert f"| {key} | {value} |" in card.text
+    assert "**MarginMSELoss** (weight 1.0)" in card.text and "**Teacher:** hybrid. BM25 plus MiniLM cosine" in card.text
+    assert "Training took 1.5 s." in card.text and "final training loss" not in card.text
 
 
 def test_parameter_count_falls_back_to_the_safetensors_weights(tmp_path):
