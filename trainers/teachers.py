@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 Scores = list[np.ndarray]
 
 
+def _model_name(model: Any) -> str:
+    """The path or Hub id a sentence-transformers model was loaded from."""
+    config = getattr(model[0], "config", None)
+    return str(getattr(config, "_name_or_path", "") or type(model).__name__)
+
+
 class Teacher(ABC):
     """Scores candidate lists. Subclasses set ``name`` (and ``description``) and implement :meth:`score`."""
 
@@ -78,7 +84,7 @@ class CrossEncoderTeacher(Teacher):
                 f"a teacher cross-encoder must give one score per pair, this one has {self.model.num_labels} labels"
             )
         self.batch_size = batch_size
-        self.name = str(getattr(self.model.model_card_data, "base_model", None) or self.model.config._name_or_path)
+        self.name = model if isinstance(model, str) else _model_name(self.model)
         self.description = f"cross-encoder {self.name}, raw logits"
 
     def score(
@@ -103,11 +109,7 @@ class BiEncoderTeacher(Teacher):
         self.model = SentenceTransformer(model, **model_kwargs) if isinstance(model, str) else model
         self.batch_size = batch_size
         self.embeddings: dict[str, np.ndarray] = {}
-        self.name = str(
-            getattr(self.model.model_card_data, "base_model", None)
-            or self.model.model_card_data.model_id
-            or type(self.model).__name__
-        )
+        self.name = model if isinstance(model, str) else _model_name(self.model)
         self.description = f"bi-encoder {self.name}, cosine similarity"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
