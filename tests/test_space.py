@@ -389,7 +389,9 @@ def test_browser_types_a_query_clicks_and_reads_the_ranking(app, browser_app, tm
     demo, served = browser_app
     playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     executable = chromium_executable()
-    query = app.EXAMPLE_QUERIES[0]
+    query, example = app.EXAMPLE_QUERIES[0], app.EXAMPLE_QUERIES[1]
+    example_top = demo.compare_builtin(example)
+    example_top = example_top.doc_ids[example_top.rankings["MICE"].order()[0]]
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(
             executable_path=executable,
@@ -407,6 +409,13 @@ def test_browser_types_a_query_clicks_and_reads_the_ranking(app, browser_app, tm
             # Keep the screenshot for the README when asked (MICE_SPACE_SCREENSHOT=path), else in tmp_path.
             screenshot = Path(os.environ.get("MICE_SPACE_SCREENSHOT") or tmp_path / "space.png")
             page.screenshot(path=str(screenshot), full_page=True)
+            # One click on an example fills the inputs and ranks them.
+            page.get_by_text(f"{example} (built-in corpus)").click()
+            picker = page.get_by_label("Heatmap for result")
+            playwright.expect(picker).to_have_value(f"MICE #1: {example_top}", timeout=60_000)
+            playwright.expect(page.get_by_label(f"Query (up to {app.MAX_QUERY_CHARS} characters)")).to_have_value(
+                example
+            )
         finally:
             browser.close()
     comparison = demo.compare_builtin(query)
@@ -437,3 +446,14 @@ def test_space_card_front_matter_matches_the_tested_environment():
     assert "](screenshot.png)" in card.text and (folder / "screenshot.png").read_bytes()[:4] == b"\x89PNG"
     # `spaces` is Hugging Face's own package name: this folder must never become an importable package.
     assert not (folder.parent / "__init__.py").exists() and not (folder / "__init__.py").exists()
+
+
+def test_main_explains_what_to_do_when_no_model_is_configured(app, monkeypatch, tmp_path):
+    # What `python spaces/mice-rerank-demo/app.py` does in a folder without the quickstart's models.
+    for variable in ("MICE_SPACE_MICE_MODEL", "MICE_SPACE_CROSS_ENCODER_MODEL", "MICE_SPACE_PREENCODE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        app.main()
+    assert str(exited.value).startswith("mice-rerank-demo: No model at ")
+    assert "run `mice quickstart`" in str(exited.value)

@@ -34,6 +34,7 @@ import torch
 from matplotlib.figure import Figure
 from scipy.stats import kendalltau
 from sentence_transformers import CrossEncoder
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 import mice_rerank
@@ -148,7 +149,8 @@ class DocumentStateCache:
         """Encode the documents not yet cached; returns the seconds spent."""
         missing = sorted((d for d in documents if d not in self.states), key=lambda d: len(documents[d]))
         total = 0.0
-        for start in range(0, len(missing), BATCH_SIZE):
+        batches = range(0, len(missing), BATCH_SIZE)
+        for start in tqdm(batches, desc="MICE: encoding documents", disable=len(batches) < 4):
             batch = missing[start : start + BATCH_SIZE]
             inputs = self.model.tokenize_documents(self.tokenizer, [documents[d] for d in batch])
             began = time.perf_counter()
@@ -157,9 +159,11 @@ class DocumentStateCache:
             total += seconds
             lengths = inputs["document_attention_mask"].sum(dim=1).tolist()
             for row, (doc_id, length) in enumerate(zip(batch, lengths, strict=True)):
-                # Kept without the batch's padding: concatenate() pads again to each query's longest candidate.
+                # Kept without the batch's padding (cloned, so the padded batch is freed): concatenate() pads
+                # again to each query's longest candidate.
                 self.states[doc_id] = MiceDocumentStates(
-                    states.hidden_states[row : row + 1, :length], states.attention_mask[row : row + 1, :length]
+                    states.hidden_states[row : row + 1, :length].clone(),
+                    states.attention_mask[row : row + 1, :length].clone(),
                 )
                 self.encoding_seconds[doc_id] = seconds * length / sum(lengths)
         return total
@@ -270,9 +274,12 @@ class RerankDemo:
         bm25_scores = [run.get(d, 0.0) for d in doc_ids]
         bm25_seconds = time.perf_counter() - began
         began = time.perf_counter()
+        # Encoded in length-sorted batches, as the built-in corpus was: one batch padded to the longest passage
+        # would spend most of its time on padding.
+        passage_states = DocumentStateCache(self.mice, self.tokenizer)
+        passage_states.add(dict(zip(doc_ids, passages, strict=True)))
         query_inputs = self.mice.tokenize_queries(self.tokenizer, [query])
-        states = self.mice.encode_documents(**self.mice.tokenize_documents(self.tokenizer, passages))
-        mice_scores = self.mice.score(**query_inputs, document_states=states).logits[:, 0]
+        mice_scores = self.mice.score(**query_inputs, document_states=passage_states.get(doc_ids)).logits[:, 0]
         mice_seconds = time.perf_counter() - began
         return self.comparison(
             query,
@@ -562,14 +569,11 @@ def build_demo(demo: RerankDemo) -> gr.Blocks:
                 lines=8,
                 scale=4,
             )
-        gr.Examples(
+        examples = gr.Examples(
             [[q, BUILTIN_SOURCE, ""] for q in EXAMPLE_QUERIES]
             + [[EXAMPLE_PASSAGE_QUERY, PASTED_SOURCE, EXAMPLE_PASSAGES]],
             inputs=[query, source, passages],
-            outputs=outputs,
-            fn=rerank,
-            run_on_click=True,
-            cache_examples=False,
+            cache_examples=False,  # latencies are measured live, never replayed
             label="Examples (one click ranks them)",
             example_labels=[f"{q} (built-in corpus)" for q in EXAMPLE_QUERIES]
             + [f"{EXAMPLE_PASSAGE_QUERY} (5 pasted passages)"],
@@ -581,9 +585,14 @@ def build_demo(demo: RerankDemo) -> gr.Blocks:
         heatmap_heading.render()
         choice.render()
         plot.render()
-        button.click(rerank, [query, source, passages], outputs, api_name="rerank")
-        query.submit(rerank, [query, source, passages], outputs, api_visibility="private")
-        choice.input(visitor_safe(handlers.attention), [choice, state], plot, api_name="attention")
+        # One queue for everything that runs the models: visitors wait their turn, the document-state cache is
+        # filled by one event at a time, and a latency is never measured while another ranking competes for the CPU.
+        models = {"concurrency_id": "models", "concurrency_limit": 1}
+        button.click(rerank, [query, source, passages], outputs, api_name="rerank", **models)
+        query.submit(rerank, [query, source, passages], outputs, api_visibility="private", **models)
+        # A click on an example fills the inputs, then ranks them.
+        examples.load_input_event.then(rerank, [query, source, passages], outputs, api_visibility="private", **models)
+        choice.input(visitor_safe(handlers.attention), [choice, state], plot, api_name="attention", **models)
     return blocks
 
 
