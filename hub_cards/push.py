@@ -90,7 +90,8 @@ def _prepare_repo(
     api: HfApi, repo_id: str, repo_type: str, *, private: bool, revision: str | None, create_repo: bool
 ) -> None:
     if create_repo:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        # private=None (not False) leaves an organisation's default visibility alone.
+        api.create_repo(repo_id, repo_type=repo_type, private=private or None, exist_ok=True)
     elif not api.repo_exists(repo_id, repo_type=repo_type):
         raise PushError(
             f"the {repo_type} repository {repo_id!r} does not exist on {api.endpoint} (or this token cannot see it): "
@@ -180,7 +181,7 @@ def push_teacher_dataset(
             repo_id,
             config_name=name,
             split="train",
-            private=private,
+            private=private or None,
             token=token,
             revision=target,
             create_pr=create_pr and pr_url is None,

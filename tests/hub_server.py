@@ -161,7 +161,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 message = f"You already created this {repo_type} repo: {repo_id}"
                 self.send(409, {"error": message, "url": url}, {"X-Error-Message": message})
                 return
-            repo = Repo(repo_type, repo_id, bool(request.get("private")))
+            private = request.get("visibility", "public") != "public" or bool(request.get("private"))
+            repo = Repo(repo_type, repo_id, private)
             first = self.state.new_sha(repo_id)
             repo.commits[first] = {
                 ".gitattributes": Blob(b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n", False)

@@ -176,8 +176,9 @@ def test_pushed_teacher_dataset_loads_each_config_with_the_same_rows(hub, tmp_pa
     data = teacher_dataset()
     data.save_to_disk(tmp_path / "teacher")
     env = client_env(hub, tmp_path / "hf-home")
-    pushed = push("dataset", tmp_path / "teacher", "mice-tester/teacher-tiny", env)
+    pushed = push("dataset", tmp_path / "teacher", "mice-tester/teacher-tiny", env, "--private")
     assert pushed.returncode == 0, pushed.stderr[-4000:]
+    assert hub.state.repos[("dataset", "mice-tester/teacher-tiny")].private
     loaded = output_json(run([sys.executable, "-c", LOAD_DATASET, "mice-tester/teacher-tiny"], env))
     for name, config in data.hub_configs().items():
         assert loaded["rows"][name] == config.to_list(), name
@@ -193,10 +194,11 @@ def cross_encoder_folder(tmp_path_factory) -> Path:
 
 
 def test_push_to_a_pull_request_and_to_a_branch(hub, tmp_path, cross_encoder_folder):
-    env = client_env(hub, tmp_path / "hf-home")
+    env = client_env(hub, tmp_path / "hf-home", token=None)  # the token comes from --token only
     repo_id = "mice-tester/ce-tiny"
-    in_pr = push("model", cross_encoder_folder, repo_id, env, "--create-pr", "--commit-message", "Add a cross-encoder")
-    in_branch = push("model", cross_encoder_folder, repo_id, env, "--revision", "dev")
+    options = ["--token", hub.state.token, "--commit-message", "Add a cross-encoder"]
+    in_pr = push("model", cross_encoder_folder, repo_id, env, "--create-pr", *options)
+    in_branch = push("model", cross_encoder_folder, repo_id, env, "--revision", "dev", *options)
     repo = hub.state.repos[("model", repo_id)]
     main, pull, dev = (repo.commits[repo.refs[ref]] for ref in ("main", "refs/pr/1", "dev"))
     assert "model.safetensors" not in main and "README.md" not in main
