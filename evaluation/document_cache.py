@@ -33,7 +33,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     """Digest of a model's configuration and weights: the cache key of everything it encodes."""
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
-    if config is not None:
+    if hasattr(config, "to_json_string"):
         digest.update(config.to_json_string(use_diff=False).encode("utf-8"))
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode("utf-8"))

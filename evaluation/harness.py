@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .beir import BeirData, BeirFormatError, Run, load_beir, read_trec_run, write_trec_run
 from .bm25 import BM25Retriever
+from .document_cache import model_fingerprint
 from .metrics import DEFAULT_METRICS, compare_runs
 from .rerankers import load_reranker
 
@@ -158,15 +159,41 @@ def latency_curve(
     return points
 
 
-def _system_names(specs: list[str]) -> list[str]:
+def system_names(specs: list[str]) -> list[str]:
+    """Short unique names for model specs: the folder name, or as many trailing path parts as needed to tell
+    models apart (``runs/bce/mice`` and ``runs/hinge/mice`` become ``bce/mice`` and ``hinge/mice``)."""
+    parts = [Path(spec.partition(":")[2] if spec.startswith(("ce:", "mice:")) else spec).parts for spec in specs]
     names = []
-    for spec in specs:
-        base = Path(spec.partition(":")[2] if spec.startswith(("ce:", "mice:")) else spec).name or spec
-        name, suffix = base, 2
-        while name in names or name == BM25:
-            name, suffix = f"{base}-{suffix}", suffix + 1
+    for own in parts:
+        for length in range(1, len(own) + 1):
+            name = "/".join(own[-length:])
+            if all(name != "/".join(other[-length:]) for other in parts if other != own):
+                break
+        while name in names or name == BM25:  # the same model given twice
+            name += "'"
         names.append(name)
     return names
+
+
+def _rerank_resumable(
+    reranker, data: BeirData, candidates: Run, depth: int, record: Path | None, settings: dict, show_progress: bool
+) -> RerankResult:
+    """``rerank``, or the result recorded in ``record`` by an earlier call with the same settings."""
+    if record is not None and record.is_file():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved.get("settings") == settings:
+            return RerankResult(**saved["result"])
+    result = rerank(reranker, data, candidates, depth, show_progress=show_progress)
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        temporary = record.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"settings": settings, "result": result.__dict__}), encoding="utf-8")
+        temporary.rename(record)
+    return result
+
+
+def _file_name(system: str) -> str:
+    return system.replace("/", "__").replace("'", "-again")
 
 
 def package_versions() -> dict[str, str]:
@@ -219,7 +246,8 @@ def evaluate_systems(
         max_queries: evaluate a reproducible sample of at most this many judged queries (``seed``).
         baseline: the system the markdown table marks significance against (default: the first stage).
         cache_folder: where MICE document states are cached on disk (none by default).
-        runs_folder: if given, every run is also written there as ``<dataset>/<system>.trec``.
+        runs_folder: if given, every run is also written there as ``<dataset>/<system>.trec``, with a JSON record of
+            the run and its timings; a later call with the same settings reuses those records (resume).
 
     Raises:
         BeirFormatError: a folder, qrels or run file is malformed. ModelPathError: a model cannot be found.
@@ -234,14 +262,15 @@ def evaluate_systems(
         raise ValueError(f"data folders must have distinct names, got {names}")
     specs = [spec for spec in models if spec != BM25]
     first_stage_name = BM25 if run_files is None else "first-stage"
-    system_names = _system_names(specs)
+    names_of_systems = system_names(specs)
     rerankers = {
         name: load_reranker(spec, batch_size, device, cache_folder, show_progress)
-        for name, spec in zip(system_names, specs, strict=True)
+        for name, spec in zip(names_of_systems, specs, strict=True)
     }
+    fingerprints = {name: model_fingerprint(reranker.model) for name, reranker in rerankers.items()}
     baseline = baseline or first_stage_name
-    if baseline not in [first_stage_name, *system_names]:
-        raise ValueError(f"baseline {baseline!r} is not one of the systems {[first_stage_name, *system_names]}")
+    if baseline not in [first_stage_name, *names_of_systems]:
+        raise ValueError(f"baseline {baseline!r} is not one of the systems {[first_stage_name, *names_of_systems]}")
 
     report: dict = {
         "settings": {
@@ -264,7 +293,7 @@ def evaluate_systems(
         "systems": {first_stage_name: {"kind": "first-stage"}}
         | {name: reranker.settings() for name, reranker in rerankers.items()},
         "datasets": {},
-        "results": {name: {} for name in [first_stage_name, *system_names]},
+        "results": {name: {} for name in [first_stage_name, *names_of_systems]},
         "significance": {},
     }
     for index, full_data in enumerate(datasets):
@@ -278,7 +307,16 @@ def evaluate_systems(
         runs = {first_stage_name: candidates}
         timings = {first_stage_name: None}
         for name, reranker in rerankers.items():
-            timings[name] = rerank(reranker, data, candidates, depth, show_progress=show_progress)
+            record = None if runs_folder is None else Path(runs_folder) / data.name / f"{_file_name(name)}.json"
+            settings = {
+                "model": reranker.settings(),
+                "weights": fingerprints[name],
+                "depth": depth,
+                "split": split,
+                "queries": sorted(data.queries),
+                "first_stage": [source, first_stage_k],
+            }
+            timings[name] = _rerank_resumable(reranker, data, candidates, depth, record, settings, show_progress)
             runs[name] = timings[name].run
         comparison = compare_runs(data.qrels, runs, metrics, max_p)
         report["datasets"][data.name] = {
@@ -307,7 +345,7 @@ def evaluate_systems(
             if runs_folder is not None:
                 target = Path(runs_folder) / data.name
                 target.mkdir(parents=True, exist_ok=True)
-                write_trec_run(run, target / f"{name}.trec", tag=name)
+                write_trec_run(run, target / f"{_file_name(name)}.trec", tag=_file_name(name))
         report["significance"][data.name] = {
             key: comparison[key] for key in ("test", "max_p", "p_values", "better_than")
         }

@@ -24,6 +24,7 @@ from evaluation.harness import (
     latency_curve,
     rerank,
     subsample_queries,
+    system_names,
     write_json,
 )
 from evaluation.metrics import compare_runs, evaluate_run, per_query_scores
@@ -228,6 +229,18 @@ def test_evaluate_writes_json_markdown_and_plots(tiny_rerankers, sample_data, tm
         loaded["results"]["bm25"]["debian"]["metrics"]
     )
 
+    # A second call with the same settings resumes from the recorded runs: identical results, latencies included.
+    again = evaluate_systems(
+        [sample_data],
+        ["bm25", f"ce:{cross_encoder}", f"mice:{mice_folder}"],
+        depth=10,
+        max_queries=6,
+        seed=1,
+        runs_folder=tmp_path / "runs",
+        show_progress=False,
+    )
+    assert again["results"] == report["results"]
+
     markdown = write_markdown(loaded, tmp_path / "report.md").read_text()
     assert "| a | bm25 |" in markdown and "| c | mice |" in markdown
     assert f"{loaded['results']['mice']['debian']['metrics']['ndcg@10']:.3f}" in markdown
@@ -240,6 +253,11 @@ def test_evaluate_writes_json_markdown_and_plots(tiny_rerankers, sample_data, tm
     assert [point["documents"] for point in curve] == [5, 10]
     assert all(point["mean_ms"] > 0 and point["p95_ms"] >= point["p50_ms"] for point in curve)
     assert plot_latency({"mice": curve}, tmp_path / "latency.png").stat().st_size > 1000
+
+
+def test_system_names_are_short_and_unique():
+    specs = ["mice:runs/bce/mice", "ce:runs/bce/cross-encoder", "runs/hinge/mice", "org/name", "runs/hinge/mice"]
+    assert system_names(specs) == ["bce/mice", "cross-encoder", "hinge/mice", "name", "hinge/mice'"]
 
 
 def test_significance_markers_in_markdown():
