@@ -82,6 +82,7 @@ def render_model_card(
         "backbone": backbone,
         "architecture": _architecture(record, config, folder),
         "trust_remote_code": "auto_map" in config,
+        "remote_code_files": sorted(path.name for path in folder.glob("*.py")),
         "objectives": [
             {**o, "config_json": json.dumps(o.get("config", {}), sort_keys=True)} for o in record["objectives"]
         ],
