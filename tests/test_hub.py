@@ -136,6 +136,7 @@ def pushed_mice(hub, tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_pushed_mice_model_loads_with_the_same_scores(pushed_mice):
     loaded, expected = pushed_mice["loaded"], pushed_mice["expected"]
     assert loaded["module"].startswith("transformers_modules"), "the Hub copy of the code must be what ran"
@@ -147,6 +148,7 @@ def test_pushed_mice_model_loads_with_the_same_scores(pushed_mice):
     assert not {f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))}
 
 
+@pytest.mark.slow
 def test_pushed_card_keeps_eval_results_and_pins_the_content_commit(pushed_mice):
     loaded = pushed_mice["loaded"]
     recorded = pushed_mice["evaluation"]["results"]["mice"]["debian"]["metrics"]
@@ -155,6 +157,7 @@ def test_pushed_card_keeps_eval_results_and_pins_the_content_commit(pushed_mice)
     assert 'from_pretrained("mice-tester/mice-tiny", trust_remote_code=True)' in loaded["card"]
 
 
+@pytest.mark.slow
 def test_pushed_remote_code_imports_only_torch_transformers_stdlib_and_siblings(pushed_mice):
     code_dir = pushed_mice["code_dir"]
     siblings = {path.stem for path in code_dir.glob("*.py")}
@@ -172,6 +175,7 @@ def test_pushed_remote_code_imports_only_torch_transformers_stdlib_and_siblings(
                 assert node.module.split(".")[0] in ALLOWED_REMOTE_IMPORTS, f"{path.name}: from {node.module} import"
 
 
+@pytest.mark.slow
 def test_pushed_teacher_dataset_loads_each_config_with_the_same_rows(hub, tmp_path):
     data = teacher_dataset()
     data.save_to_disk(tmp_path / "teacher")
