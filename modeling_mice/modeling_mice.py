@@ -685,9 +685,8 @@ class MiceModel(MicePreTrainedModel):
     ) -> MiceModelOutput:
         """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q)."""
         per_query = self._check_document_states(document_states, query_states.shape[0])
-        documents = document_states.hidden_states
-        if documents.dtype != query_states.dtype:
-            documents = documents.to(query_states.dtype)
+        # Cached states may live on another device or in a storage dtype; `to` is a no-op when they already match.
+        documents = document_states.hidden_states.to(device=query_states.device, dtype=query_states.dtype)
         if per_query > 1:
             query_states = query_states.repeat_interleave(per_query, dim=0)
             query_attention_mask = query_attention_mask.repeat_interleave(per_query, dim=0)
@@ -900,6 +899,11 @@ class MiceForSequenceClassification(MicePreTrainedModel):
             **config_kwargs,
         )
         if attn_implementation is not None:
+            if attn_implementation != "eager" and not _family_of(config).supports_sdpa:
+                raise ValueError(
+                    f"the {config.encoder_family} encoder computes attention itself, so MICE on it supports only "
+                    f"attn_implementation='eager' (got {attn_implementation!r})"
+                )
             config._attn_implementation = attn_implementation
         source_class = AutoModelForSequenceClassification if is_cross_encoder else AutoModel
         source = source_class.from_pretrained(name_or_path, attn_implementation="eager")

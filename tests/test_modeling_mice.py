@@ -206,6 +206,36 @@ def test_gradients_reach_every_parameter(models, family):
     assert any(name.startswith(last) for name in without)
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "modernbert"])
+def test_eager_and_sdpa_agree(backbones, family, tmp_path):
+    """Both backends, chosen at conversion or when loading a saved model, reach every layer and give the same scores."""
+    tokenizer = AutoTokenizer.from_pretrained(backbones[family])
+    inputs = tokenizer(QUERIES[:2] * 3, DOCUMENTS, padding=True, return_tensors="pt")
+    sdpa = MiceForSequenceClassification.from_backbone(
+        str(backbones[family]), fusion_layer=2, interaction_layers=2, attn_implementation="sdpa"
+    ).eval()
+    sdpa.save_pretrained(tmp_path / "mice")
+    eager = MiceForSequenceClassification.from_pretrained(tmp_path / "mice", attn_implementation="eager").eval()
+    for model, implementation in ((sdpa, "sdpa"), (eager, "eager")):
+        configs = [model.config, model.config.encoder_config, model.mice.backbone.config]
+        configs += [layer.attention.self.config for layer in model.mice.interaction if hasattr(layer, "attention")]
+        assert {c._attn_implementation for c in configs} == {implementation}
+    with torch.no_grad():
+        difference = (sdpa(**inputs).logits - eager(**inputs).logits).abs().max()
+    assert difference <= TOL
+
+
+@pytest.mark.parametrize("family", ["mpnet", "deberta-v3"])
+def test_eager_only_families(backbones, family):
+    """MPNet and DeBERTa compute attention themselves: MICE defaults to eager and refuses sdpa clearly."""
+    model = MiceForSequenceClassification.from_backbone(str(backbones[family]), fusion_layer=2, interaction_layers=2)
+    assert model.config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="supports only attn_implementation='eager'"):
+        MiceForSequenceClassification.from_backbone(
+            str(backbones[family]), fusion_layer=2, interaction_layers=2, attn_implementation="sdpa"
+        )
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Truncation and bad input
 # ----------------------------------------------------------------------------------------------------------------------
