@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from sentence_transformers import CrossEncoder
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 from transformers.utils import logging as transformers_logging
 
@@ -167,6 +166,8 @@ def gemm_probe(size: int) -> Callable[[], None]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from sentence_transformers import CrossEncoder  # imported here: the FLOP helpers above do not need it
+
     transformers_logging.disable_progress_bar()  # keep stdout/stderr to the one JSON line
     if args.threads:
         torch.set_num_threads(args.threads)
