@@ -92,7 +92,9 @@ def markdown_report(report: dict) -> str:
     if len(report["datasets"]) > 1:
         lines += ["## nDCG@10", "", summary_table(report), ""]
     for dataset, info in report["datasets"].items():
-        lines += [f"## {dataset}", "", f"{info['queries']} queries, {info['documents']} documents.", ""]
+        retrieval = info.get("first_stage_ms_per_query")
+        timing = f" BM25 retrieval: {retrieval:.1f} ms per query." if retrieval is not None else ""
+        lines += [f"## {dataset}", "", f"{info['queries']} queries, {info['documents']} documents.{timing}", ""]
         lines += [dataset_table(report, dataset), ""]
     return "\n".join(lines)
 

@@ -126,7 +126,7 @@ class MiceReranker:
             for doc_id, hidden, length in zip(ids, states.hidden_states, lengths, strict=True):
                 encoded[doc_id] = hidden[:length].clone()
         if self.cache is not None and encoded:
-            self.cache.put(encoded, missing)
+            self.cache.put({doc_id: states.cpu() for doc_id, states in encoded.items()}, missing)
         self.states.update(encoded)
         return time.perf_counter() - start
 
@@ -139,8 +139,9 @@ class MiceReranker:
         from modeling_mice import MiceDocumentStates
 
         hidden = [self.states[doc_id] for doc_id in doc_ids]
-        mask = [torch.ones(len(h), dtype=torch.long, device=h.device) for h in hidden]
-        return MiceDocumentStates(pad_sequence(hidden, batch_first=True), pad_sequence(mask, batch_first=True))
+        mask = [torch.ones(len(h), dtype=torch.long) for h in hidden]
+        states = MiceDocumentStates(pad_sequence(hidden, batch_first=True), pad_sequence(mask, batch_first=True))
+        return states.to(self.model.device)
 
     @torch.inference_mode()
     def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from test_evaluation import build_tiny_rerankers
+from test_evaluation import build_tiny_rerankers, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from evaluation.beir import load_beir
 from evaluation.harness import bm25_first_stage, rerank, subsample_queries
@@ -23,14 +22,6 @@ from evaluation.mteb_task import (
 from evaluation.rerankers import CrossEncoderReranker, ModelPathError
 
 DEPTH = 10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
