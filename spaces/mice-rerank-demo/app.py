@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -111,6 +112,7 @@ class Comparison:
     encoded_now: int = 0
     encoding_seconds_saved: float = 0.0
     source_note: str = ""
+    pasted: bool = False
 
 
 def resolve_model(variable: str, default: Path) -> str:
@@ -288,6 +290,7 @@ class RerankDemo:
             SystemRanking("BM25", bm25_scores, bm25_seconds),
             SystemRanking("MICE", mice_scores.tolist(), mice_seconds),
             encoded_now=len(passages),
+            pasted=True,
             source_note=f"{len(passages)} pasted passages (BM25 indexes them on the spot)",
         )
 
@@ -423,6 +426,11 @@ def ranking_table(comparison: Comparison, system: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rank", "vs BM25", "score", "document"])
 
 
+def plural(count: int, noun: str) -> str:
+    """``3 documents``, ``1 document``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def summary_markdown(comparison: Comparison) -> str:
     """Latencies, what MICE had encoded in advance, and how far MICE agrees with the cross-encoder."""
     milliseconds = {name: ranking.seconds * 1000 for name, ranking in comparison.rankings.items()}
@@ -431,19 +439,24 @@ def summary_markdown(comparison: Comparison) -> str:
         + " · ".join(f"{name} **{ms:,.0f} ms**" for name, ms in milliseconds.items())
         + "."
     ]
-    if comparison.preencoded:
-        on_the_fly = milliseconds["MICE"] + comparison.encoding_seconds_saved * 1000
+    if comparison.pasted:
+        lines.append(
+            f"MICE encoded the {comparison.encoded_now} pasted passages on the fly (text a visitor pastes cannot be "
+            "encoded in advance); for the built-in corpus it scores document states computed ahead of time."
+        )
+    elif comparison.preencoded:
+        saved = comparison.encoding_seconds_saved * 1000
+        encoded_now = f", and encoded {plural(comparison.encoded_now, 'other')} now" if comparison.encoded_now else ""
         lines.append(
             f"MICE found {comparison.preencoded} of the {len(comparison.doc_ids)} candidates already encoded "
-            f"(states computed in advance){f' and encoded {comparison.encoded_now} now' if comparison.encoded_now else ''}. "
-            f"Encoding those {comparison.preencoded} on the fly would have added ≈{comparison.encoding_seconds_saved * 1000:,.0f} ms "
-            f"(their encoding time as measured when they were cached): MICE took {milliseconds['MICE']:,.0f} ms "
-            f"instead of ≈{on_the_fly:,.0f} ms."
+            f"(document states computed in advance){encoded_now}. Encoding {plural(comparison.preencoded, 'document')} "
+            f"on the fly would have added ≈{saved:,.0f} ms (measured when they were encoded): MICE took "
+            f"{milliseconds['MICE']:,.0f} ms instead of ≈{milliseconds['MICE'] + saved:,.0f} ms."
         )
     else:
         lines.append(
-            f"MICE encoded all {comparison.encoded_now} documents on the fly here (pasted text cannot be encoded in "
-            "advance); for the built-in corpus their states are computed ahead of time."
+            f"None of these {len(comparison.doc_ids)} candidates had been encoded in advance: MICE encoded them now "
+            "(included in its latency) and keeps them for the next query that needs them."
         )
     if milliseconds["MICE"] > 0:
         lines.append(
@@ -451,13 +464,12 @@ def summary_markdown(comparison: Comparison) -> str:
         )
     if len(comparison.doc_ids) > 1:
         tau = kendalltau(comparison.rankings["MICE"].scores, comparison.rankings["Cross-encoder"].scores).statistic
+        tau = "undefined (all scores tied)" if math.isnan(tau) else f"{tau:.2f}"
         top = min(5, len(comparison.doc_ids))
         overlap = set(comparison.rankings["MICE"].order()[:top]) & set(
             comparison.rankings["Cross-encoder"].order()[:top]
         )
-        lines.append(
-            f"Agreement with the cross-encoder: Kendall τ {tau:.2f}, {len(overlap)} of the top {top} in common."
-        )
+        lines.append(f"Agreement with the cross-encoder: Kendall τ {tau}, {len(overlap)} of the top {top} in common.")
     if comparison.relevant:
         lines.append("✓ marks the document judged relevant for this query in the sample's test qrels.")
     return "\n\n".join(lines)
@@ -598,7 +610,8 @@ def build_demo(demo: RerankDemo) -> gr.Blocks:
 
 def main() -> None:
     """Start the Space (locally: ``python spaces/mice-rerank-demo/app.py``)."""
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.WARNING)
+    logger.setLevel(logging.INFO)
     try:
         demo = RerankDemo.from_environment()
     except (FileNotFoundError, ValueError) as error:
