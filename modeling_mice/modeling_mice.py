@@ -44,8 +44,11 @@ from transformers.models.modernbert.modeling_modernbert import (
 )
 from transformers.models.mpnet.modeling_mpnet import MPNetAttention, MPNetClassificationHead, MPNetLayer
 from transformers.models.roberta.modeling_roberta import RobertaAttention, RobertaClassificationHead, RobertaLayer
+from transformers.utils import logging
 
 from .configuration_mice import MiceConfig
+
+logger = logging.get_logger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Outputs and the document cache
@@ -940,9 +943,18 @@ class MiceForSequenceClassification(MicePreTrainedModel):
             for name, tensor in source.state_dict().items()
             if not name.startswith(source.base_model_prefix + ".")
         }
+        new_weights = [f"mice.backbone.{name}" for name in missing]
         if head_state and source.config.num_labels == config.num_labels:
             self.classification_head.load_state_dict(head_state)
-        self._new_weights = sorted(missing)
+        else:
+            new_weights.append("classification_head")
+            if head_state:
+                logger.warning(
+                    f"the source cross-encoder has num_labels={source.config.num_labels}, this model "
+                    f"{config.num_labels}: its classification head is not copied"
+                )
+        if new_weights:
+            logger.info(f"MICE weights newly initialized (train them): {', '.join(new_weights)}")
 
     # -- tokenization ----------------------------------------------------------------------------------------------
     def _tokenize(self, tokenizer, texts, what: str, limit: int) -> dict[str, torch.Tensor]:

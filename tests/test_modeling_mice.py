@@ -206,6 +206,38 @@ def test_gradients_reach_every_parameter(models, family):
     assert any(name.startswith(last) for name in without)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pooling": "mean", "interaction_layers": 1},
+        {"mask_query_to_cls": False, "mask_cls_to_doc": False, "interaction_layers": 1},
+    ],
+)
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_other_pooling_and_mask_options(backbones, family, options):
+    """Mean pooling, or a [CLS] allowed to read the document, make one interaction layer enough: the entry points
+    still agree, padding still does not matter, and every parameter (the last cross-attention included) is trained."""
+    model = MiceForSequenceClassification.from_backbone(str(backbones[family]), fusion_layer=2, **options).eval()
+    tokenizer = AutoTokenizer.from_pretrained(backbones[family])
+    q = model.tokenize_queries(tokenizer, QUERIES)
+    d = model.tokenize_documents(tokenizer, DOCUMENTS)
+    with torch.no_grad():
+        joint = model(**tokenizer(*pairs(QUERIES, DOCUMENTS), padding=True, return_tensors="pt")).logits
+        separate = model(**q, **d, output_attentions=True)
+        alone = model(
+            **model.tokenize_queries(tokenizer, QUERIES[0]), **model.tokenize_documents(tokenizer, DOCUMENTS[:2])
+        )
+    assert (joint - separate.logits).abs().max() <= TOL
+    assert (alone.logits - joint[:2]).abs().max() <= TOL
+    assert (joint[0] - joint[1]).abs() > 1e-3
+    cls_reads_document = bool(torch.count_nonzero(separate.cross_attentions[0][:, :, 0]))
+    assert cls_reads_document == (not model.config.mask_cls_to_doc)
+    model.train()
+    torch.manual_seed(0)
+    model(**q, **d, labels=torch.linspace(0, 1, len(DOCUMENTS))).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()] == []
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "electra", "modernbert"])
 def test_eager_and_sdpa_agree(backbones, family, tmp_path):
     """Both backends, chosen at conversion or when loading a saved model, reach every layer and give the same scores."""
