@@ -232,6 +232,7 @@ def evaluate_systems(
     device: str | None = None,
     cache_folder: str | Path | None = None,
     runs_folder: str | Path | None = None,
+    mteb_folder: str | Path | None = None,
     show_progress: bool = True,
 ) -> dict:
     """Evaluate the first stage and every model on every folder; returns the ``evaluation.json`` content.
@@ -246,6 +247,8 @@ def evaluate_systems(
         max_queries: evaluate a reproducible sample of at most this many judged queries (``seed``).
         baseline: the system the markdown table marks significance against (default: the first stage).
         cache_folder: where MICE document states are cached on disk (none by default).
+        mteb_folder: if given, every model also runs through ``mteb.evaluate`` on the same candidates (an MTEB
+            re-ranking task per folder; results in MTEB's ResultCache layout there, scores under ``"mteb"``).
         runs_folder: if given, every run is also written there as ``<dataset>/<system>.trec``, with a JSON record of
             the run and its timings; a later call with the same settings reuses those records (resume).
 
@@ -295,6 +298,7 @@ def evaluate_systems(
         "datasets": {},
         "results": {name: {} for name in [first_stage_name, *names_of_systems]},
         "significance": {},
+        **({"mteb": {name: {} for name in names_of_systems}} if mteb_folder is not None else {}),
     }
     for index, full_data in enumerate(datasets):
         data = subsample_queries(full_data, max_queries, seed)
@@ -349,6 +353,14 @@ def evaluate_systems(
         report["significance"][data.name] = {
             key: comparison[key] for key in ("test", "max_p", "p_values", "better_than")
         }
+        if mteb_folder is not None:
+            from .mteb_task import beir_reranking_task, evaluate_with_mteb, mteb_cross_encoder
+
+            task = beir_reranking_task(data, candidates, depth)
+            for name, reranker in rerankers.items():
+                mteb_name = "local/" + name.replace("/", "--")
+                model = mteb_cross_encoder(reranker.model_name_or_path, batch_size, device, mteb_name)
+                report["mteb"][name][data.name] = evaluate_with_mteb(model, task, mteb_folder, batch_size)
     return report
 
 

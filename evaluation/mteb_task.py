@@ -87,8 +87,13 @@ def beir_reranking_task(
     return task
 
 
-def mteb_cross_encoder(model_name_or_path: str, batch_size: int = 32, device: str | None = None):
-    """A cross-encoder or MICE folder as an MTEB ``CrossEncoderProtocol`` model (raw logits, no Sigmoid)."""
+def mteb_cross_encoder(
+    model_name_or_path: str, batch_size: int = 32, device: str | None = None, name: str | None = None
+):
+    """A cross-encoder or MICE folder as an MTEB ``CrossEncoderProtocol`` model (raw logits, no Sigmoid).
+
+    ``name`` is the model name MTEB files the results under (default: a Hub id as is, ``local/<folder name>``).
+    """
     import torch
     from mteb.models.sentence_transformer_wrapper import CrossEncoderWrapper
     from sentence_transformers import CrossEncoder
@@ -98,10 +103,10 @@ def mteb_cross_encoder(model_name_or_path: str, batch_size: int = 32, device: st
     detect_model_kind(model_name_or_path)  # a clear error for a path that does not exist
     model = CrossEncoder(model_name_or_path, device=device, trust_remote_code=True, activation_fn=torch.nn.Identity())
     wrapper = CrossEncoderWrapper(model)
-    name = Path(model_name_or_path).name if Path(model_name_or_path).exists() else model_name_or_path
-    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(
-        update={"name": name if "/" in name else f"local/{name}"}
-    )
+    if name is None:
+        local = Path(model_name_or_path).exists()
+        name = f"local/{Path(model_name_or_path).name}" if local else model_name_or_path
+    wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": name})
     return wrapper
 
 

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); recorded in the JSON")
     parser.add_argument("--cache", help="folder for an on-disk cache of MICE document states")
     parser.add_argument("--save-runs", help="also write every run as TREC files under this folder")
+    parser.add_argument("--mteb", help="also run every model through mteb.evaluate; MTEB's results go to this folder")
     parser.add_argument("--json", default="evaluation.json", help="where to write the JSON report (evaluation.json)")
     parser.add_argument("--markdown", help="where to write the markdown table (default: printed only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             cache_folder=args.cache,
             runs_folder=args.save_runs,
+            mteb_folder=args.mteb,
             show_progress=not args.no_progress,
         )
     except (BeirFormatError, ModelPathError, DocumentCacheError, FileNotFoundError, ValueError) as error:

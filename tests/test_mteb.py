@@ -10,7 +10,7 @@ import pytest
 from test_evaluation import build_tiny_rerankers, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from evaluation.beir import load_beir
-from evaluation.harness import bm25_first_stage, rerank, subsample_queries
+from evaluation.harness import bm25_first_stage, evaluate_systems, rerank, subsample_queries
 from evaluation.metrics import evaluate_run
 from evaluation.mteb_task import (
     beir_reranking_task,
@@ -72,6 +72,18 @@ def test_sentence_transformers_evaluators_agree_with_the_harness(setup, tmp_path
 
     with pytest.raises(ValueError, match="not a NanoBEIR dataset name"):
         write_nanobeir_folder({"debian": (data, candidates)}, tmp_path / "other")
+
+
+def test_harness_runs_mteb_on_the_same_candidates(setup, sample_data, tmp_path):
+    cross_encoder, _, _, _, _ = setup
+    report = evaluate_systems(
+        [sample_data], [f"ce:{cross_encoder}"], depth=DEPTH, max_queries=10, seed=5, mteb_folder=tmp_path
+    )
+    mteb_scores = report["mteb"]["bert-ce"]["debian"]
+    ours = report["results"]["bert-ce"]["debian"]["metrics"]
+    assert mteb_scores["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
+    assert mteb_scores["map_at_10"] <= ours["map"] + 1e-6  # MAP@10 counts only the top 10 of a deeper run
+    assert list(tmp_path.rglob("local__bert-ce"))
 
 
 def test_mteb_model_path_that_does_not_exist(tmp_path):
