@@ -92,6 +92,38 @@ def test_independent_layers_equal_the_backbone(models, backbones, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_interaction_layers_are_the_backbone_layers_on_the_query(backbones, family, monkeypatch):
+    """Without cross-attention and without the [CLS] mask, the interaction layers are exactly the backbone's layers
+    run on the query alone: same weights, positions (absolute, relative, rotary) and local/global windows. The query is
+    longer than ModernBERT's tiny sliding window, so a wrong window would show."""
+    from modeling_mice.modeling_mice import _EncoderFamily
+
+    model = MiceForSequenceClassification.from_backbone(
+        str(backbones[family]), fusion_layer=2, interaction_layers=2, mask_query_to_cls=False
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(backbones[family])
+    backbone = AutoModel.from_pretrained(
+        backbones[family], attn_implementation=model.config._attn_implementation
+    ).eval()
+    assert backbone.config.num_hidden_layers == model.config.kept_layers
+    queries = ["what is the small animal that purrs and sleeps all day long", "cat"]
+    inputs = tokenizer(queries, padding=True, return_tensors="pt")
+    if "token_type_ids" in inputs and getattr(backbone.config, "type_vocab_size", 0) <= 1:
+        inputs.pop("token_type_ids")
+    monkeypatch.setattr(
+        _EncoderFamily, "cross_attention", lambda self, model, layer, cross, hidden, *rest: (hidden, None)
+    )
+    with torch.no_grad():
+        reference = backbone(**inputs).last_hidden_state
+        q = model.tokenize_queries(tokenizer, queries)
+        d = model.tokenize_documents(tokenizer, DOCUMENTS[:2])
+        states = model.mice(**q, **d).last_hidden_state
+    valid = inputs["attention_mask"].bool()
+    assert inputs["input_ids"].shape[1] > 2 * 4  # longer than the tiny ModernBERT window (4 tokens each side)
+    assert (states[valid] - reference[valid]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_scores_independent_of_batch_and_padding(models, family):
     model, tokenizer = models[family]
     query = model.tokenize_queries(tokenizer, QUERIES[0])
