@@ -403,6 +403,28 @@ def test_unsupported_backbone_folder(tmp_path):
         MiceForSequenceClassification.from_backbone(str(tmp_path / "gpt2"), fusion_layer=2, interaction_layers=2)
 
 
+def test_parameter_count_of_minilm_l12_l4_plus_3():
+    """MICE-ℓ4+3 on MiniLM-L12-H384 has the paper's 26.3M parameters: embeddings, 7 kept layers, 3 cross-attention
+    blocks (Q, K, V, O and their LayerNorm), the pooler and a one-label classifier."""
+    from transformers import BertConfig
+
+    hidden, inner, vocab, positions = 384, 1536, 30522, 512
+    encoder = BertConfig(
+        hidden_size=hidden, num_hidden_layers=12, num_attention_heads=12, intermediate_size=inner, vocab_size=vocab
+    )
+    model = MiceForSequenceClassification(
+        MiceConfig(encoder_config=encoder.to_dict(), fusion_layer=4, interaction_layers=3)
+    )
+    linear = lambda n_in, n_out: n_in * n_out + n_out  # noqa: E731
+    norm = 2 * hidden
+    embeddings = (vocab + positions + 2) * hidden + norm
+    attention = 4 * linear(hidden, hidden) + norm
+    layer = attention + linear(hidden, inner) + linear(inner, hidden) + norm
+    expected = embeddings + 7 * layer + 3 * attention + linear(hidden, hidden) + linear(hidden, 1)
+    assert model.num_parameters() == expected == 26_264_449
+    assert model.config.dropped_layers == [7, 8, 9, 10, 11]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The real MiniLM
 # ----------------------------------------------------------------------------------------------------------------------
