@@ -99,7 +99,7 @@ def top_documents(ranking: dict[str, float], depth: int) -> list[str]:
 
 
 def rerank(
-    reranker, data: BeirData, candidates: Run, depth: int, chunk_queries: int = 64, show_progress: bool = True
+    reranker, data: BeirData, candidates: Run, depth: int, chunk_queries: int = 32, show_progress: bool = True
 ) -> RerankResult:
     """Re-rank the top ``depth`` candidates of each query with ``reranker``; time each query.
 
