@@ -13,6 +13,7 @@ import json
 import platform
 import random
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
@@ -89,6 +90,13 @@ def check_run(run: Run, data: BeirData, source: str) -> Run:
         raise BeirFormatError(
             f"{source} ranks none of the {len(data.queries)} judged queries of {data.name} ({data.split} split); "
             f"its query ids look like {sorted(run)[:3]}, the collection's like {sorted(data.queries)[:3]}"
+        )
+    unranked = [query_id for query_id in data.queries if not run.get(query_id)]
+    if unranked:
+        warnings.warn(
+            f"{source} ranks nothing for {len(unranked)} of the {len(data.queries)} judged queries of {data.name} "
+            f"(e.g. {unranked[:3]}); they count as zero for every system, as in trec_eval -c",
+            stacklevel=2,
         )
     return {query_id: run.get(query_id, {}) for query_id in data.queries}
 
@@ -331,6 +339,7 @@ def evaluate_systems(
             "documents": len(data.corpus),
             "first_stage": source,
             "first_stage_ms_per_query": first_stage_ms,
+            "queries_with_candidates": sum(1 for ranking in candidates.values() if ranking),
         }
         for name, run in runs.items():
             entry: dict = {"metrics": comparison["scores"][name]}

@@ -331,6 +331,13 @@ def test_run_file_in_the_wrong_format_or_for_another_collection(tmp_path, sample
     write_trec_run({"q1": {"nope": 1.0}}, foreign)
     with pytest.raises(BeirFormatError, match="document id.*missing from debian/corpus.jsonl.*run for this collection"):
         check_run(read_trec_run(foreign), data, str(foreign))
+    partial = tmp_path / "partial.trec"
+    first_query = next(iter(data.queries))
+    write_trec_run({first_query: {next(iter(data.corpus)): 1.0}}, partial)
+    with pytest.warns(
+        UserWarning, match=f"ranks nothing for {len(data.queries) - 1} of the {len(data.queries)} judged"
+    ):
+        assert check_run(read_trec_run(partial), data, str(partial))[first_query]
     write_trec_run({"unknown-query": {next(iter(data.corpus)): 1.0}}, foreign)
     with pytest.raises(BeirFormatError, match="ranks none of the .* judged queries"):
         check_run(read_trec_run(foreign), data, str(foreign))
