@@ -685,8 +685,14 @@ class MiceModel(MicePreTrainedModel):
         query_attention_mask: torch.Tensor,
         document_states: MiceDocumentStates,
         output_attentions: bool = False,
+        only_cls: bool = False,
     ) -> MiceModelOutput:
-        """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q)."""
+        """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q).
+
+        With `only_cls`, the last layer computes the query [CLS] row only (after a full self-attention, whose keys
+        need every row): that is all a [CLS]-pooled head reads, and under `mask_cls_to_doc` it skips the last
+        cross-attention's projections of the documents. `last_hidden_state` is then `(N, 1, H)`.
+        """
         per_query = self._check_document_states(document_states, query_states.shape[0])
         # Cached states may live on another device or in a storage dtype; `to` is a no-op when they already match.
         documents = document_states.hidden_states.to(device=query_states.device, dtype=query_states.dtype)
@@ -711,11 +717,22 @@ class MiceModel(MicePreTrainedModel):
         hidden = query_states
         context = family.prepare(self, hidden, query_allowed)
         cross_attentions = []
-        for layer, cross in zip(self.interaction, self.cross_attention, strict=True):
+        last = len(self.interaction) - 1
+        for index, (layer, cross) in enumerate(zip(self.interaction, self.cross_attention, strict=True)):
             hidden = family.self_attention(layer, hidden, context)
-            hidden, weights = family.cross_attention(
-                self, layer, cross, hidden, documents, cross_allowed, output_attentions
-            )
+            if only_cls and index == last:
+                hidden, cross_allowed, query_attention_mask = (
+                    hidden[:, :1],
+                    cross_allowed[:, :, :1],
+                    query_attention_mask[:, :1],
+                )
+            if only_cls and index == last and self.config.mask_cls_to_doc:
+                # The [CLS] may not cross-attend: its context is exactly zero, so the documents are not projected.
+                hidden = family.cross_output(layer, cross, torch.zeros_like(hidden), hidden)
+            else:
+                hidden, weights = family.cross_attention(
+                    self, layer, cross, hidden, documents, cross_allowed, output_attentions
+                )
             hidden = family.feed_forward(layer, hidden)
             if output_attentions:
                 cross_attentions.append(weights)
@@ -816,6 +833,7 @@ class MiceModel(MicePreTrainedModel):
         document_attention_mask: torch.Tensor | None = None,
         document_states: MiceDocumentStates | None = None,
         output_attentions: bool | None = None,
+        only_cls: bool = False,
         **kwargs,
     ) -> MiceModelOutput:
         output_attentions = bool(output_attentions)
@@ -841,7 +859,7 @@ class MiceModel(MicePreTrainedModel):
                 )
             document_states = self.encode_documents(document_input_ids, document_attention_mask)
         query_states = self.encode_queries(query_input_ids, query_attention_mask)
-        return self.interact(query_states, query_attention_mask, document_states, output_attentions)
+        return self.interact(query_states, query_attention_mask, document_states, output_attentions, only_cls)
 
 
 class MiceForSequenceClassification(MicePreTrainedModel):
@@ -1003,6 +1021,10 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         """Encode documents once (see `MiceModel.encode_documents`); score them later with `score`."""
         return self.mice.encode_documents(document_input_ids, document_attention_mask)
 
+    def _only_cls(self, output_attentions) -> bool:
+        """A [CLS]-pooled head reads one row of the last layer: compute only that one (unless attentions are wanted)."""
+        return self.config.pooling == "cls" and not output_attentions
+
     def _pool(self, output: MiceModelOutput) -> torch.Tensor:
         hidden = output.last_hidden_state
         if self.config.pooling == "mean":
@@ -1024,7 +1046,10 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         """Score Q queries against N pre-encoded documents (N a multiple of Q): query i against documents
         `i*N/Q .. (i+1)*N/Q - 1`. Runs each query's lower layers once; `logits` are `(N, num_labels)` raw scores."""
         query_states = self.mice.encode_queries(query_input_ids, query_attention_mask)
-        return self._logits(self.mice.interact(query_states, query_attention_mask, document_states, output_attentions))
+        output = self.mice.interact(
+            query_states, query_attention_mask, document_states, output_attentions, self._only_cls(output_attentions)
+        )
+        return self._logits(output)
 
     def forward(
         self,
@@ -1055,6 +1080,7 @@ class MiceForSequenceClassification(MicePreTrainedModel):
             document_attention_mask=document_attention_mask,
             document_states=document_states,
             output_attentions=output_attentions,
+            only_cls=self._only_cls(output_attentions),
         )
         result = self._logits(output)
         if labels is not None:

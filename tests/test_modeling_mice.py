@@ -150,6 +150,27 @@ def test_scores_independent_of_batch_and_padding(models, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mask_cls_to_doc", [True, False])
+def test_last_layer_computed_for_cls_only(backbones, family, mask_cls_to_doc):
+    """The classifier computes only the [CLS] row of the last interaction layer; the scores equal those read from the
+    full final query states."""
+    model = MiceForSequenceClassification.from_backbone(
+        str(backbones[family]), fusion_layer=2, interaction_layers=2, mask_cls_to_doc=mask_cls_to_doc
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(backbones[family])
+    q = model.tokenize_queries(tokenizer, QUERIES)
+    d = model.tokenize_documents(tokenizer, DOCUMENTS)
+    with torch.no_grad():
+        states = model.encode_documents(**d)
+        full = model.mice.interact(model.mice.encode_queries(**q), q["query_attention_mask"], states)
+        fast = model.mice.interact(model.mice.encode_queries(**q), q["query_attention_mask"], states, only_cls=True)
+        scores = model.score(**q, document_states=states).logits
+    assert fast.last_hidden_state.shape == (len(DOCUMENTS), 1, model.config.encoder_config.hidden_size)
+    assert (fast.last_hidden_state[:, 0] - full.last_hidden_state[:, 0]).abs().max() <= 1e-5
+    assert (scores - model._logits(full).logits).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_cross_attentions(models, family):
     """Shape (N, heads, Lq, Ld); the [CLS] row and padding rows are zero, other rows are distributions over the
     document's own tokens."""
