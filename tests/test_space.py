@@ -385,7 +385,7 @@ def test_launched_app_through_gradio_client(app, demo, served):
     comparison = demo.compare_builtin(query)
     # A table comes back as the component's update: its label (with the latency) and its value.
     assert bm25["label"].startswith("BM25 · ") and mice["label"].startswith("MICE · ")
-    assert bm25["value"]["headers"] == ["rank", "vs BM25", "score", "document"]
+    assert bm25["value"]["headers"] == ["#", "vs BM25", "score", "document"]
     assert [row[3].split(": ", 1)[0] for row in bm25["value"]["data"]] == comparison.doc_ids
     expected = [round(comparison.rankings["MICE"].scores[i], 3) for i in comparison.rankings["MICE"].order()]
     assert [row[2] for row in mice["value"]["data"]] == expected

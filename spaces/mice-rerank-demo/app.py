@@ -417,13 +417,13 @@ def ranking_table(comparison: Comparison, system: str) -> pd.DataFrame:
         snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rstrip() + "…"
         rows.append(
             {
-                "rank": rank,
+                "#": rank,
                 "vs BM25": "" if system == "BM25" else rank_change(bm25_rank[index], rank),
                 "score": round(ranking.scores[index], 3),
                 "document": f"{mark}{doc_id}: {snippet}",
             }
         )
-    return pd.DataFrame(rows, columns=["rank", "vs BM25", "score", "document"])
+    return pd.DataFrame(rows, columns=["#", "vs BM25", "score", "document"])
 
 
 def plural(count: int, noun: str) -> str:
@@ -553,7 +553,7 @@ def build_demo(demo: RerankDemo) -> gr.Blocks:
                 label=name,
                 wrap=True,
                 interactive=False,
-                column_widths=["10%", "12%", "18%", "60%"],
+                column_widths=["9%", "16%", "16%", "59%"],
                 render=False,
             )
             for name in SYSTEMS
