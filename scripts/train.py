@@ -264,7 +264,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     checkpoint = None if settings.no_resume else last_complete_checkpoint(settings.output_dir)
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
-    before = trainer.evaluate() if evaluating and checkpoint is None else None
+    # The untrained model's dev figures, kept on disk so that a resumed run still reports them.
+    before_path = Path(settings.output_dir) / "dev_before_training.json"
+    before = None
+    if evaluating and checkpoint is None:
+        before = trainer.evaluate()
+        if trainer.is_world_process_zero():
+            before_path.parent.mkdir(parents=True, exist_ok=True)
+            before_path.write_text(json.dumps(before, indent=2) + "\n", encoding="utf-8")
+    elif evaluating and before_path.is_file():
+        before = json.loads(before_path.read_text(encoding="utf-8"))
     result = trainer.train(resume_from_checkpoint=checkpoint)
     after = trainer.evaluate() if evaluating else None
 
