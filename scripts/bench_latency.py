@@ -95,20 +95,26 @@ def mice_flops(
     labels: int,
     cached: bool,
 ) -> int:
-    """MICE scoring ``docs`` documents for one query.
+    """MICE (defaults: [CLS] pooling, ``mask_cls_to_doc``) scoring ``docs`` documents for one query.
 
-    The query's lower layers run once. Each interaction layer, for each document: query self-attention, cross-attention
-    (queries projected from the query, keys and values from the frozen document states) and the feed-forward block on
-    the query tokens. Without a cache the documents' lower layers run too.
+    The query's lower layers run once. Each interaction layer but the last, for each document: query self-attention,
+    cross-attention (queries projected from the query, keys and values from the frozen document states) and the
+    feed-forward block on the query tokens. The last layer computes only what the [CLS]-pooled head reads: the full
+    query self-attention (its keys need every row), then for the [CLS] row alone the cross-attention output projection
+    (its context is zero: the [CLS] may not cross-attend) and the feed-forward block. Without a cache the documents'
+    lower layers run too.
     """
     lower_query = fusion_layer * encoder_layer_flops(query_length, hidden, intermediate)
+    self_attention = 4 * _linear(query_length, hidden, hidden) + _attention(query_length, query_length, hidden)
     interaction = (
-        encoder_layer_flops(query_length, hidden, intermediate)
+        self_attention
         + 2 * _linear(query_length, hidden, hidden)  # cross-attention query and output projections
         + 2 * _linear(doc_length, hidden, hidden)  # cross-attention keys and values of the document
         + _attention(query_length, doc_length, hidden)
+        + _feed_forward(query_length, hidden, intermediate)
     )
-    per_doc = interaction_layers * interaction + head_flops(hidden, labels)
+    last = self_attention + _linear(1, hidden, hidden) + _feed_forward(1, hidden, intermediate)
+    per_doc = (interaction_layers - 1) * interaction + last + head_flops(hidden, labels)
     if not cached:
         per_doc += fusion_layer * encoder_layer_flops(doc_length, hidden, intermediate)
     return lower_query + docs * per_doc
