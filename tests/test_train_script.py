@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -26,10 +26,7 @@ TRAIN = REPO / "scripts" / "train.py"
 
 
 def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("trainers.train_cli")
 
 
 @pytest.fixture(scope="module", autouse=True)
