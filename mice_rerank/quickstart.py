@@ -36,6 +36,7 @@ class Preset:
     interaction_layers: int
     eval_depth: int  # BM25 candidates re-ranked per test query
     latency_depths: tuple[int, ...]
+    latency_queries: int
     bf16: bool = False
 
 
@@ -44,15 +45,16 @@ PRESETS = {
         candidates=20,
         list_size=8,
         batch_size=8,
-        max_steps=75,
-        learning_rate=5e-5,
-        warmup_steps=8,
+        max_steps=40,
+        learning_rate=1e-4,
+        warmup_steps=4,
         max_query_length=32,
         max_document_length=128,
         fusion_layer=3,
         interaction_layers=2,
-        eval_depth=30,
-        latency_depths=(10, 30, 100),
+        eval_depth=20,
+        latency_depths=(10, 20, 50),
+        latency_queries=10,
     ),
     "gpu": Preset(
         candidates=100,
@@ -67,6 +69,7 @@ PRESETS = {
         interaction_layers=2,
         eval_depth=100,
         latency_depths=(10, 50, 100, 200),
+        latency_queries=50,
         bf16=True,
     ),
 }
@@ -149,7 +152,7 @@ def evaluate(data: Path, models: dict[str, Path], output: Path, preset: Preset) 
     for spec in specs:
         reranker = load_reranker(spec, show_progress=False)
         curves[spec.partition(":")[2].rstrip("/").rsplit("/", 1)[-1]] = latency_curve(
-            reranker, test, candidates, list(preset.latency_depths)
+            reranker, test, candidates, list(preset.latency_depths), max_queries=preset.latency_queries
         )
     report_folder = output / "report"
     write_markdown(report, report_folder / "evaluation.md")

@@ -1,0 +1,85 @@
+"""The main job end to end on a tiny collection and a tiny backbone: outputs, records, and resuming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tiny_models import build_tiny_backbone
+
+from evaluation.beir import load_beir
+from mice_rerank import quickstart
+
+# Small enough to run in seconds; the real preset only changes sizes.
+TINY = dict(
+    candidates=5,
+    list_size=2,  # every tiny list holds at least the positive and one BM25 candidate
+    batch_size=2,
+    max_steps=2,
+    warmup_steps=0,
+    max_query_length=16,
+    max_document_length=32,
+    fusion_layer=2,
+    interaction_layers=2,
+    eval_depth=5,
+    latency_depths=(2, 4),
+    latency_queries=2,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_collection(sample_data, tmp_path_factory):
+    """A BEIR folder cut from the packaged sample: 6 train, 3 dev and 4 test queries, their documents and siblings."""
+    folder = tmp_path_factory.mktemp("tiny-collection")
+    splits = {"train": 6, "dev": 3, "test": 4}
+    qrels = {split: dict(list(load_beir(sample_data, split).qrels.items())[:n]) for split, n in splits.items()}
+    full = load_beir(sample_data, "test")
+    judged = {doc for split in qrels.values() for judgements in split.values() for doc in judgements}
+    documents = sorted(judged | set(list(full.corpus)[:30]))
+    (folder / "qrels").mkdir()
+    with (folder / "corpus.jsonl").open("w") as handle:
+        for doc_id in documents:
+            handle.write(json.dumps({"_id": doc_id, **full.corpus[doc_id]}) + "\n")
+    with (folder / "queries.jsonl").open("w") as handle:
+        for split in qrels.values():
+            for query_id in split:
+                handle.write(json.dumps({"_id": query_id, "text": full.all_queries[query_id]}) + "\n")
+    for split, judgements in qrels.items():
+        lines = [f"{q}\t{d}\t{g}" for q, docs in judgements.items() for d, g in docs.items()]
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.real_model  # the offline teacher embeds with the packaged MiniLM
+def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collection, tmp_path, monkeypatch):
+    backbone = str(build_tiny_backbone(tmp_path, "bert", num_hidden_layers=4))
+    output = tmp_path / "quickstart"
+    report = quickstart.run_quickstart(output, "cpu", data=tiny_collection, backbone=backbone, **TINY)
+
+    evaluation = json.loads((output / "evaluation.json").read_text())
+    assert set(evaluation["results"]) == {"bm25", "cross-encoder", "mice"}
+    assert evaluation["settings"]["depth"] == TINY["eval_depth"]
+    test_queries = len(load_beir(tiny_collection, "test").queries)
+    assert evaluation["datasets"][tiny_collection.name]["queries"] == test_queries
+    for kind, model_type in (("cross-encoder", "cross-encoder"), ("mice", "mice")):
+        record = json.loads((output / "models" / kind / "training_record.json").read_text())
+        assert record["model_type"] == model_type
+        assert [o["name"] for o in record["objectives"]] == ["MarginMSELoss"]
+        assert record["hyperparameters"]["max_steps"] == TINY["max_steps"]
+        # The model card reads the figures from the model folder.
+        assert json.loads((output / "models" / kind / "evaluation.json").read_text()) == evaluation
+    mice_record = json.loads((output / "models" / "mice" / "training_record.json").read_text())
+    assert (mice_record["fusion_layer"], mice_record["interaction_layers"]) == (2, 2)
+    for name in ("report.md", "evaluation.md", "effectiveness.png", "latency.png"):
+        assert (report.parent / name).stat().st_size > 0
+    markdown = report.read_text()
+    bm25 = evaluation["results"]["bm25"][tiny_collection.name]["metrics"]["ndcg@10"]
+    assert f"| bm25 | {bm25:.3f} |" in markdown
+
+    # A re-run finds every step done: nothing is rebuilt, retrained or re-evaluated.
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished step ran again")
+
+    for step in ("build_teacher_data", "train", "evaluate"):
+        monkeypatch.setattr(quickstart, step, must_not_run)
+    assert quickstart.run_quickstart(output, "cpu", data=tiny_collection, backbone=backbone, **TINY) == report
