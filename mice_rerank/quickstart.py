@@ -43,9 +43,9 @@ class Preset:
 PRESETS = {
     "cpu": Preset(
         candidates=20,
-        list_size=8,
+        list_size=4,
         batch_size=8,
-        max_steps=40,
+        max_steps=30,
         learning_rate=1e-4,
         warmup_steps=4,
         max_query_length=32,

@@ -4,7 +4,7 @@ MICE-ℓk+m keeps the first ``k + m`` layers of an encoder: layers ``0..k-1`` en
 independently, layers ``k..k+m-1`` update only the query tokens (self-attention over the query, cross-attention to the
 frozen document states output by layer ``k-1``), and the remaining layers are dropped.
 
-Reference: Morand et al., "MICE: Minimal Interaction Cross-Encoders", arXiv 2602.16299.
+Reference: Vast, Morand et al., "MICE: Minimal Interaction Cross-Encoders for efficient Re-ranking", arXiv 2602.16299.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The masked cross-encoder of the MICE paper: per-layer attention masks on a standard cross-encoder.
 
-Morand et al. (MICE, arXiv 2602.16299, §3) derive MICE from a full cross-encoder by removing attention paths one
+Vast, Morand et al. (MICE, arXiv 2602.16299, §3) derive MICE from a full cross-encoder by removing attention paths one
 group of tokens at a time and checking what that costs. This module reproduces that study on any HF
 sequence-classification model of a supported family, without retraining or changing its weights: the jointly
 tokenized pair ``[CLS] q [SEP] d [SEP]`` is split into token groups and each layer gets its own attention mask built

@@ -1,6 +1,6 @@
 """MICE: Minimal Interaction Cross-Encoders, on BERT, RoBERTa, ELECTRA, MPNet, DeBERTa-v2/v3 and ModernBERT encoders.
 
-MICE-ℓk+m (Morand et al., arXiv 2602.16299) keeps the first `k + m` layers of an encoder:
+MICE-ℓk+m (Vast, Morand et al., arXiv 2602.16299) keeps the first `k + m` layers of an encoder:
 
 * layers `0..k-1` (the backbone, the family's own transformers model truncated to `k` layers) encode the query
   `[CLS] q [SEP]` and the document `[CLS] d [SEP]` independently, each with positions as if tokenized alone, so
