@@ -3,8 +3,8 @@
 Vast, Morand et al. (MICE, arXiv 2602.16299, §3) derive MICE from a full cross-encoder by removing attention paths one
 group of tokens at a time and checking what that costs. This module reproduces that study on any HF
 sequence-classification model of a supported family, without retraining or changing its weights: the jointly
-tokenized pair ``[CLS] q [SEP] d [SEP]`` is split into token groups and each layer gets its own attention mask built
-from rules "tokens of group A may not attend to tokens of group B in layers [start, end)".
+tokenized pair ``[CLS] q [SEP] d [SEP]`` is split into token groups and each layer gets its own attention mask
+built from rules "tokens of group A may not attend to tokens of group B in layers [start, end)".
 
 Token groups (found from the separator positions, as the paper's ``build_lookup_matrix_core`` does):
 
@@ -48,7 +48,6 @@ masks); FlashAttention and flex attention take no dense per-layer mask and are r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -109,11 +108,11 @@ def mask_rules(name: str) -> tuple[AttentionRule, ...]:
     fixed = {"none": (), "mask0": _MASK0, "mask1": _MASK1, "mask2": _MASK2}
     if key in fixed:
         return fixed[key]
-    if match := re.fullmatch(r"mask3-l(\d+)", key):
-        fusion = int(match.group(1))
-        return (*_MASK2, AttentionRule(("query",), ("document",), 0, fusion))
-    if match := re.fullmatch(r"separate-l(\d+)", key):
-        fusion = int(match.group(1))
+    preset, _, layer = key.rpartition("-l")
+    if preset == "mask3" and layer.isdigit():
+        return (*_MASK2, AttentionRule(("query",), ("document",), 0, int(layer)))
+    if preset == "separate" and layer.isdigit():
+        fusion = int(layer)
         return (
             AttentionRule(_QUERY_SIDE, _DOCUMENT_SIDE, 0, fusion),
             AttentionRule(_DOCUMENT_SIDE, _QUERY_SIDE, 0, fusion),
