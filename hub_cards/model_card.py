@@ -197,12 +197,13 @@ def _find_system(results: EvaluationResults, folder: Path) -> SystemResults | No
 
 def _resolve(results: EvaluationResults, recorded: str) -> Path:
     """A model path as the evaluation recorded it: absolute, or relative to the directory the evaluation ran in,
-    which is the current one or an ancestor of the evaluation file (the quickstart copies it into model folders)."""
+    which is an ancestor of the evaluation file (the quickstart copies it into model folders) or the current one."""
     path = Path(recorded)
     if path.is_absolute():
         return path.resolve()
     folder = results.source.resolve().parent
-    for base in (Path.cwd(), folder, *folder.parents):
+    # The evaluation file's own ancestors first: a folder of the same name under the current directory is another run.
+    for base in (folder, *folder.parents, Path.cwd()):
         if (base / path).exists():
             return (base / path).resolve()
     return path.resolve()
