@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # A forgotten download must fail fast instead of hanging: there is no Hub here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,3 +38,12 @@ def shared_data() -> Path:
 def sample_data() -> Path:
     """The Debian sample collection shipped with the package (BEIR layout)."""
     return SAMPLE_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: one torch thread is faster than two fighting over a shared CPU (up to 400x here under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
