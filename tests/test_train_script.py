@@ -169,3 +169,27 @@ def test_unknown_setting_and_objective_are_named(train_script, workspace, capsys
         ("KLDivergenceLoss", 0.5, {}),
         ("KLDivergenceLoss", 1.0, {"temperature": 2}),
     ]
+
+
+def test_frozen_independent_layers_train_only_the_upper_part(train_script, workspace, capsys):
+    output = workspace / "frozen"
+    record = train_script.main(
+        [
+            "--config", str(workspace / "run.yaml"), "--output-dir", str(output), "--no-resume", "--max-steps", "2",
+            "--freeze-independent-layers",
+        ]
+    )  # fmt: skip
+    untrained = AutoModelForSequenceClassification.from_pretrained(str(workspace / "backbone"))
+    trained = load_file(output / "model.safetensors")
+    lower = {k: v for k, v in trained.items() if k.startswith("mice.backbone.")}
+    source = untrained.base_model.state_dict()
+    # The embeddings and layer 0 (below fusion layer 1) are exactly the backbone's; the layers above have moved.
+    assert lower and all(torch.equal(v, source[k.removeprefix("mice.backbone.")]) for k, v in lower.items())
+    upper = [k for k in trained if k.startswith("mice.interaction.0.")]
+    assert any(not torch.equal(trained[k], source[k.replace("mice.interaction.0.", "encoder.layer.1.")]) for k in upper)
+    assert record["trainable_parameters"] == record["num_parameters"] - sum(v.numel() for v in lower.values())
+    with pytest.raises(SystemExit):
+        train_script.parse_settings(
+            ["--model-type", "cross-encoder", "--freeze-independent-layers", "--output-dir", "x", "--teacher-data", "y"]
+        )
+    assert "--freeze-independent-layers is for MICE" in capsys.readouterr().err

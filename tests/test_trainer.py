@@ -16,10 +16,12 @@ from trainers import (
     DistillationTrainer,
     DistillationTrainingArguments,
     DistillRankNetLoss,
+    DocumentStateMemo,
     InfoNCELoss,
     KLDivergenceLoss,
     MarginMSELoss,
     find_mice_model,
+    freeze_independent_layers,
 )
 
 QUERIES = [
@@ -186,3 +188,54 @@ def test_bad_rows_are_named(backbone, tmp_path, data, loss_class, message):
     model = CrossEncoder(backbone)
     with pytest.raises(ValueError, match=message):
         trainer_for(model, loss_class(model), tmp_path, train=data)
+
+
+def test_frozen_independent_layers_with_cached_documents_match_the_uncached_loss_and_gradients(mice_folder, tmp_path):
+    """Fast path vs reference path: cached document states give the same loss and gradients, encode each document
+    once over several batches, and leave the frozen layers without gradient."""
+    results = {}
+    for cached in (True, False):
+        model = CrossEncoder(mice_folder, trust_remote_code=True)
+        mice = find_mice_model(model)
+        assert freeze_independent_layers(mice) == sum(p.numel() for p in mice.mice.backbone.parameters())
+        trainer = trainer_for(model, MarginMSELoss(model), tmp_path / str(cached), cache_document_states=cached)
+        assert (trainer.document_states is not None) == cached
+        model.train()
+        if not cached:
+            mice.mice.backbone.eval()  # the reference: the frozen layers without dropout, as the cached path runs them
+        loss = batch_loss(trainer, rows())
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results[cached] = loss, grads
+        if cached:
+            batch_loss(trainer, rows())  # the same documents again: read from the cache
+            assert trainer.document_states.encoded == len(trainer.document_states) == 8
+            assert not mice.mice.backbone.training
+    (cached_loss, cached_grads), (loss, grads) = results[True], results[False]
+    assert cached_loss.item() == pytest.approx(loss.item(), abs=1e-6)
+    assert sorted(cached_grads) == sorted(grads) and not any("mice.backbone" in name for name in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(cached_grads[name], grad, atol=1e-6, rtol=1e-5)
+
+
+def test_document_state_memo_bounds_its_size_and_refuses_trainable_lower_layers(mice_folder):
+    model = CrossEncoder(mice_folder, trust_remote_code=True)
+    mice = find_mice_model(model)
+    with pytest.raises(ValueError, match="independent layers frozen"):
+        DocumentStateMemo(mice, model.tokenizer)
+    freeze_independent_layers(mice)
+    memo = DocumentStateMemo(mice, model.tokenizer, max_documents=3)
+    first = memo.states(DOCUMENTS[0])  # 4 documents at once: all kept for this call, then trimmed
+    assert len(memo) == 4
+    memo.states(DOCUMENTS[1][:1])
+    assert len(memo) == 3 and DOCUMENTS[0][0] not in memo.entries
+    again = memo.states(DOCUMENTS[0])
+    assert memo.encoded == 4 + 1 + 2  # the two evicted documents were encoded again
+    mice.eval()
+    reference = mice.encode_documents(**mice.tokenize_documents(model.tokenizer, DOCUMENTS[0]))
+    valid = reference.attention_mask[..., None]  # padding rows differ (zeros here) and are never read
+    for states in (first, again):
+        torch.testing.assert_close(states.attention_mask, reference.attention_mask)
+        torch.testing.assert_close(states.hidden_states * valid, reference.hidden_states * valid)
+    with pytest.raises(ValueError, match="max_documents"):
+        DocumentStateMemo(mice, model.tokenizer, max_documents=0)

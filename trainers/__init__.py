@@ -3,6 +3,7 @@ datasets (builders, teachers, candidate mining, importers) and the run record.""
 
 from .batching import BatchScores, ListwiseDataCollator, find_mice_model, score_lists
 from .candidates import CandidateList, candidates_from_run_file, mine_bm25_candidates
+from .frozen_documents import DocumentStateMemo, freeze_independent_layers, independent_layers_frozen
 from .importers import import_hofstaetter_scores, import_trec_run
 from .losses import (
     ADRMSELoss,
@@ -38,6 +39,7 @@ __all__ = [
     "CombinedLoss",
     "CrossEncoderTeacher",
     "DistillRankNetLoss",
+    "DocumentStateMemo",
     "DistillationTrainer",
     "DistillationTrainingArguments",
     "EnsembleTeacher",
@@ -58,8 +60,10 @@ __all__ = [
     "build_training_record",
     "candidates_from_run_file",
     "find_mice_model",
+    "freeze_independent_layers",
     "import_hofstaetter_scores",
     "import_trec_run",
+    "independent_layers_frozen",
     "mine_bm25_candidates",
     "score_lists",
     "validate_rows",

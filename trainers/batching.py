@@ -20,6 +20,7 @@ from sentence_transformers.cross_encoder.data_collator import CrossEncoderDataCo
 from sentence_transformers.util import batch_to_device
 from torch import Tensor, nn
 
+from .frozen_documents import DocumentStateMemo
 from .losses.listwise import TARGET_COLUMNS, rows_by_length
 
 
@@ -69,12 +70,14 @@ def score_lists(
     prompt: str | None = None,
     task: str | None = None,
     forward: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    document_states: DocumentStateMemo | None = None,
 ) -> Tensor:
     """Raw logits of every (query, document) pair of listwise rows, flattened row by row.
 
     For a MICE model (and ``mice_aware``) the rows go through the separate-input forward, grouped by list length;
     otherwise through joint pairs, exactly as sentence-transformers' losses score them. ``forward`` is the callable
-    that runs the model (the DDP-wrapped model during distributed training); it defaults to ``model``.
+    that runs the model (the DDP-wrapped model during distributed training); it defaults to ``model``. With
+    ``document_states`` (MICE with frozen independent layers), documents are read from that memo, not re-encoded.
     """
     forward = forward or model
     mice = find_mice_model(model) if mice_aware else None
@@ -90,11 +93,11 @@ def score_lists(
             continue
         query_texts = [(prompt or "") + queries[row] for row in rows]
         document_texts = [doc for row in rows for doc in documents[row]]
-        # query_input_ids, query_attention_mask, document_input_ids, document_attention_mask
-        features = {
-            **mice.tokenize_queries(tokenizer, query_texts),
-            **mice.tokenize_documents(tokenizer, document_texts),
-        }
+        features = mice.tokenize_queries(tokenizer, query_texts)  # query_input_ids, query_attention_mask
+        if document_states is None:
+            features |= mice.tokenize_documents(tokenizer, document_texts)
+        else:
+            features["document_states"] = document_states.states(document_texts)
         if task:
             features["task"] = task
         logits.append(forward(batch_to_device(features, model.device))["scores"].view(-1))
@@ -124,11 +127,18 @@ class BatchScores(nn.Module):
         prompt: str | None = None,
         task: str | None = None,
         forward: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        document_states: DocumentStateMemo | None = None,
     ) -> None:
         super().__init__()
         # Kept out of the module tree: this stand-in owns no parameters.
         self.__dict__["cross_encoder"] = model
-        self.scoring = {"mice_aware": mice_aware, "prompt": prompt, "task": task, "forward": forward}
+        self.scoring = {
+            "mice_aware": mice_aware,
+            "prompt": prompt,
+            "task": task,
+            "forward": forward,
+            "document_states": document_states,
+        }
         self.index: dict[tuple[str, str], int] = {}
         self.scores = self.score(queries, documents, offset=0)
 

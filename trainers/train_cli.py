@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-query-length", type=int, help="MICE: query tokens kept (default: the model maximum)")
     model.add_argument("--max-document-length", type=int, help="MICE: document tokens kept")
     model.add_argument("--max-length", type=int, help="cross-encoder: pair tokens kept")
+    model.add_argument(
+        "--freeze-independent-layers",
+        action="store_true",
+        help="MICE: train only the interaction layers and head; each document is then encoded once and cached",
+    )
+    model.add_argument("--document-cache-size", type=int, help="MICE: at most this many cached documents")
     data = parser.add_argument_group("data")
     data.add_argument("--teacher-data", help="teacher dataset folder (train/, queries/, documents/)")
     data.add_argument("--eval-teacher-data", help="teacher dataset folder of dev queries, for the dev loss")
@@ -110,6 +116,8 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--teacher-data is required: a teacher dataset folder (see trainers.teacher_data)")
     if settings.bf16 and settings.fp16:
         parser.error("choose one of --bf16 and --fp16")
+    if settings.freeze_independent_layers and settings.model_type != "mice":
+        parser.error("--freeze-independent-layers is for MICE (--model-type mice): a cross-encoder has no such layers")
     settings.objectives = settings.objectives or ["MarginMSELoss"]
     return settings
 
@@ -143,6 +151,7 @@ def build_model(settings: argparse.Namespace, backbone: str):
     if settings.model_type == "cross-encoder":
         return CrossEncoder(backbone, num_labels=1, max_length=settings.max_length)
     from modeling_mice import MiceForSequenceClassification
+    from trainers import find_mice_model, freeze_independent_layers
 
     lengths = {
         key: getattr(settings, key) for key in ("max_query_length", "max_document_length") if getattr(settings, key)
@@ -154,7 +163,11 @@ def build_model(settings: argparse.Namespace, backbone: str):
     with tempfile.TemporaryDirectory() as folder:
         mice.save_pretrained(folder)
         AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
-        return CrossEncoder(folder, trust_remote_code=True)
+        model = CrossEncoder(folder, trust_remote_code=True)
+    if settings.freeze_independent_layers:
+        frozen = freeze_independent_layers(find_mice_model(model))
+        logger.info("froze MICE's embeddings and independent layers (%d parameters)", frozen)
+    return model
 
 
 def dev_evaluator(settings: argparse.Namespace):
@@ -251,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logging_steps=settings.logging_steps,
         report_to=[],
         mice_aware_batching=not settings.no_mice_aware_batching,
+        document_cache_size=settings.document_cache_size,
     )
     trainer = DistillationTrainer(
         model=model,

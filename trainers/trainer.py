@@ -18,7 +18,8 @@ from datasets import Dataset, DatasetDict
 from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 from torch import nn
 
-from .batching import BatchScores, ListwiseDataCollator, scored_by
+from .batching import BatchScores, ListwiseDataCollator, find_mice_model, scored_by
+from .frozen_documents import DocumentStateMemo, independent_layers_frozen
 from .losses import MarginMSELoss
 from .losses.listwise import TARGET_COLUMNS, ListwiseObjective, is_finite
 
@@ -32,10 +33,19 @@ class DistillationTrainingArguments(CrossEncoderTrainingArguments):
     Args:
         mice_aware_batching: score MICE models through their separate-input forward (each query's lower layers run
             once per list). Switch off only to compare with the joint-pair path; other models ignore it.
+        cache_document_states: when MICE's independent layers are frozen (``trainers.freeze_independent_layers``),
+            encode each document once and reuse its states (``trainers.frozen_documents``).
+        document_cache_size: at most this many documents in that cache (default: no bound).
     """
 
     mice_aware_batching: bool = field(
         default=True, metadata={"help": "Score MICE lists with the separate-input forward (query encoded once)."}
+    )
+    cache_document_states: bool = field(
+        default=True, metadata={"help": "MICE with frozen independent layers: encode each document once."}
+    )
+    document_cache_size: int | None = field(
+        default=None, metadata={"help": "At most this many documents in the document-state cache."}
     )
 
 
@@ -60,6 +70,17 @@ class DistillationTrainer(CrossEncoderTrainer):
                 if rows is not None:
                     label = f"{name} set" + (f" {subset!r}" if subset else "")
                     validate_rows(rows, losses.get(subset, losses.get(None)), label)
+        mice = find_mice_model(self.model)
+        self.document_states = None
+        if (
+            mice is not None
+            and self.args.mice_aware_batching
+            and self.args.cache_document_states
+            and independent_layers_frozen(mice)
+        ):
+            self.document_states = DocumentStateMemo(
+                mice, self.model.tokenizer, max_documents=self.args.document_cache_size
+            )
 
     def get_default_loss(self, model) -> nn.Module:
         return MarginMSELoss(model)
@@ -80,6 +101,9 @@ class DistillationTrainer(CrossEncoderTrainer):
         if not isinstance(loss_fn, ListwiseObjective):
             # A sentence-transformers listwise loss takes one label column.
             targets = next((targets[c] for c in ("scores", "labels") if targets.get(c) is not None), None)
+        if self.document_states is not None:
+            # Frozen layers run without dropout, so a query's states match the cached documents' (and inference).
+            find_mice_model(self.model).mice.backbone.eval()
         stand_in = BatchScores(
             self.model,
             queries,
@@ -88,6 +112,7 @@ class DistillationTrainer(CrossEncoderTrainer):
             prompt=prompt,
             task=task,
             forward=model,
+            document_states=self.document_states,
         )
         with scored_by(loss_fn, self.model, stand_in):
             loss = loss_fn([queries, documents], targets, prompt=prompt, task=task)

@@ -64,6 +64,7 @@ def build_training_record(
             "dropped_layers": list(range(kept, depth)),
         }
     record["num_parameters"] = sum(p.numel() for p in model.parameters())
+    record["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     record["objectives"] = objectives_of(loss)
     record["teacher"] = dict(teacher)
     record["data"] = dict(data)
