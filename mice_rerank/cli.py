@@ -23,7 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "quickstart":
         report = quickstart.run_quickstart(
-            args.output, args.preset, data=args.data, backbone=args.backbone, max_steps=args.max_steps
+            args.output,
+            args.preset,
+            data=args.data,
+            backbone=args.backbone,
+            cross_encoder_steps=args.cross_encoder_steps,
+            mice_steps=args.mice_steps,
         )
         print(f"report: {report}")
     return 0

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", help="first-stage TREC run file; default: BM25 (bm25s) over the corpus")
     parser.add_argument("--depth", type=int, default=100, help="candidates per query (the stored list size)")
     parser.add_argument("--no-positives", action="store_true", help="do not put missed qrels positives in the lists")
-    parser.add_argument("--max-queries", type=int, help="use only the first N queries of the split")
+    parser.add_argument("--max-queries", type=int, help="use a random sample of N queries of the split (--seed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --max-queries sample")
     parser.add_argument("--teacher", action="append", help=TEACHER_HELP)
     parser.add_argument("--weights", type=float, nargs="+", help="ensemble weights, one per --teacher")
     parser.add_argument(
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         run_file=args.run,
         keep_positives=not args.no_positives,
         max_queries=args.max_queries,
+        seed=args.seed,
         batch_size=args.batch_size,
         resume=not args.no_resume,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from evaluation.harness import evaluate_systems, write_json
 from evaluation.report import plot_effectiveness, summary_table
 from trainers.teacher_data import build_from_beir
+from trainers.teachers import offline_teacher
 from trainers.train_cli import main as train_main
 
 OBJECTIVES = ("bce", "hinge", "margin_mse", "info_nce", "distill_ranknet", "adr_mse")
@@ -28,10 +29,18 @@ IN_DOMAIN = "debian-known-item"
 OUT_OF_DOMAIN = ("scifact", "cranfield", "cisi", "vaswani", "cacm")
 
 
-def build_teacher(data: Path, output: Path, queries: int, candidates: int) -> Path:
+def build_teacher(data: Path, output: Path, args: argparse.Namespace) -> Path:
     folder = output / "teacher" / "train"
     if not (folder / "dataset_dict.json").is_file():
-        build_from_beir(data / IN_DOMAIN, folder, split="train", depth=candidates, max_queries=queries)
+        build_from_beir(
+            data / IN_DOMAIN,
+            folder,
+            split="train",
+            depth=args.candidates,
+            max_queries=args.train_queries,
+            seed=args.seed,
+            teacher=lambda retriever: offline_teacher(retriever, max_seq_length=args.teacher_max_length),
+        )
     return folder
 
 
@@ -47,6 +56,7 @@ def train_run(kind: str, objective: str, teacher: Path, folder: Path, args: argp
         "--batch-size", str(args.batch_size),
         "--max-steps", str(args.steps),
         "--learning-rate", str(args.learning_rate),
+        "--head-learning-rate", str(args.head_learning_rate),
         "--warmup-steps", str(max(args.steps // 10, 1)),
         "--max-query-length", "32",
         "--max-document-length", str(args.max_document_length),
@@ -75,10 +85,12 @@ def main() -> None:
     parser.add_argument("--interaction-layers", type=int, default=2)
     parser.add_argument("--train-queries", type=int, default=800)
     parser.add_argument("--candidates", type=int, default=20)
+    parser.add_argument("--teacher-max-length", type=int, default=128, help="bi-encoder teacher tokens per text")
     parser.add_argument("--list-size", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--head-learning-rate", type=float, default=1e-3, help="the new classification head's")
     parser.add_argument("--max-document-length", type=int, default=128)
     parser.add_argument("--eval-queries", type=int, default=100, help="queries sampled per test collection")
     parser.add_argument("--depth", type=int, default=30, help="BM25 candidates re-ranked per query")
@@ -88,7 +100,7 @@ def main() -> None:
 
     started = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
-    teacher = build_teacher(args.data, args.output, args.train_queries, args.candidates)
+    teacher = build_teacher(args.data, args.output, args)
     models = []
     for objective in args.objectives:
         for kind in ("cross-encoder", "mice"):

@@ -15,7 +15,8 @@ TINY = dict(
     candidates=5,
     list_size=2,  # every tiny list holds at least the positive and one BM25 candidate
     batch_size=2,
-    max_steps=2,
+    cross_encoder_steps=2,
+    mice_steps=3,
     warmup_steps=0,
     max_query_length=16,
     max_document_length=32,
@@ -64,12 +65,14 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     for kind, model_type in (("cross-encoder", "cross-encoder"), ("mice", "mice")):
         record = json.loads((output / "models" / kind / "training_record.json").read_text())
         assert record["model_type"] == model_type
-        assert [o["name"] for o in record["objectives"]] == ["MarginMSELoss"]
-        assert record["hyperparameters"]["max_steps"] == TINY["max_steps"]
+        assert [o["name"] for o in record["objectives"]] == ["MarginMSELoss", "InfoNCELoss"]
+        assert record["hyperparameters"]["max_steps"] == TINY[f"{kind.replace('-', '_')}_steps"]
         # The model card reads the figures from the model folder.
         assert json.loads((output / "models" / kind / "evaluation.json").read_text()) == evaluation
     mice_record = json.loads((output / "models" / "mice" / "training_record.json").read_text())
     assert (mice_record["fusion_layer"], mice_record["interaction_layers"]) == (2, 2)
+    # The cpu preset trains MICE above its frozen independent layers: only the interaction layers and the head.
+    assert mice_record["trainable_parameters"] < mice_record["num_parameters"]
     for name in ("report.md", "evaluation.md", "effectiveness.png", "latency.png"):
         assert (report.parent / name).stat().st_size > 0
     markdown = report.read_text()

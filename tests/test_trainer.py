@@ -239,3 +239,15 @@ def test_document_state_memo_bounds_its_size_and_refuses_trainable_lower_layers(
         torch.testing.assert_close(states.hidden_states * valid, reference.hidden_states * valid)
     with pytest.raises(ValueError, match="max_documents"):
         DocumentStateMemo(mice, model.tokenizer, max_documents=0)
+
+
+@pytest.mark.parametrize("model_kind", ["cross-encoder", "mice"])
+def test_head_learning_rate_applies_to_exactly_the_classification_head(model_kind, backbone, mice_folder, tmp_path):
+    from trainers.train_cli import HEAD_PARAMETERS
+
+    model = CrossEncoder(mice_folder, trust_remote_code=True) if model_kind == "mice" else CrossEncoder(backbone)
+    trainer = trainer_for(model, MarginMSELoss(model), tmp_path, learning_rate_mapping={HEAD_PARAMETERS: 0.5})
+    optimizer = trainer.create_optimizer()
+    head = [p for group in optimizer.param_groups if group["lr"] == 0.5 for p in group["params"]]
+    expected = [p for name, p in model.named_parameters() if ("classifier" in name or "classification_head" in name)]
+    assert head and {id(p) for p in head} == {id(p) for p in expected}

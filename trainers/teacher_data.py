@@ -465,6 +465,7 @@ def build_from_beir(
     run_file: str | Path | None = None,
     keep_positives: bool = True,
     max_queries: int | None = None,
+    seed: int = 0,
     batch_size: int = 32,
     resume: bool = True,
     show_progress: bool = True,
@@ -483,20 +484,22 @@ def build_from_beir(
         depth: candidates per query.
         run_file: first-stage TREC run; default BM25 (bm25s) over the corpus.
         keep_positives: put judged positives the first stage missed in the lists.
-        max_queries: use only the first queries of the split (quick runs).
+        max_queries: use a reproducible random sample of this many queries of the split (quick runs).
+        seed: seed of that sample.
         batch_size: queries per scored (and resumable) batch.
         resume: reuse finished batches of an earlier, interrupted call.
         show_progress: show a progress bar.
     """
     from evaluation.beir import load_beir
     from evaluation.bm25 import BM25Retriever
+    from evaluation.harness import subsample_queries
 
     from .candidates import candidates_from_run_file, mine_bm25_candidates
     from .teachers import Teacher, offline_teacher
 
     data = load_beir(folder, split)
-    if max_queries is not None:
-        data.qrels = dict(list(data.qrels.items())[:max_queries])
+    # Query ids are often sorted by topic (package names here): a random sample, not the first ones.
+    data = subsample_queries(data, max_queries, seed)
     retriever = BM25Retriever().index(data.corpus)
     if teacher is None:
         teacher = offline_teacher(retriever)

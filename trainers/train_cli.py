@@ -37,6 +37,9 @@ OBJECTIVE_ALIASES = {
     "kl": "KLDivergenceLoss",
 }
 
+# The classification head's parameters: MICE's `classification_head`, a transformers cross-encoder's `classifier`.
+HEAD_PARAMETERS = r"\.(classification_head|classifier)\."
+
 logger = logging.getLogger("train")
 
 
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--batch-size", type=int, default=16, help="queries per device per step")
     training.add_argument("--gradient-accumulation-steps", type=int, default=1)
     training.add_argument("--learning-rate", type=float, default=7e-6)
+    training.add_argument(
+        "--head-learning-rate", type=float, help="learning rate of the classification head (default: --learning-rate)"
+    )
     training.add_argument("--warmup-steps", type=int, default=0)
     training.add_argument("--weight-decay", type=float, default=0.0)
     training.add_argument("--max-grad-norm", type=float, default=1.0)
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         eval_steps=settings.eval_steps,
         logging_steps=settings.logging_steps,
         report_to=[],
+        # A new head starts from random weights: it may take larger steps than the pretrained layers.
+        learning_rate_mapping={HEAD_PARAMETERS: settings.head_learning_rate} if settings.head_learning_rate else {},
         mice_aware_batching=not settings.no_mice_aware_batching,
         document_cache_size=settings.document_cache_size,
     )

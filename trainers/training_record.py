@@ -30,6 +30,7 @@ RECORDED_HYPERPARAMETERS = (
     "fp16",
     "gradient_checkpointing",
     "optim",
+    "learning_rate_mapping",
 )
 
 
