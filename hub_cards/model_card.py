@@ -156,6 +156,10 @@ def _architecture(record: dict[str, Any], config: dict[str, Any], folder: Path) 
         rows.append(["Layers", str(config.get("num_hidden_layers", "not recorded"))])
     count, source = (record["num_parameters"], "training record") if record.get("num_parameters") else _count(folder)
     rows.append(["Parameters", f"{count / 1e6:.1f}M ({count:,}; from the {source})"])
+    trainable = record.get("trainable_parameters")
+    if trainable is not None and trainable < count:
+        frozen = " (the independent layers and embeddings were frozen)" if record["model_type"] == "mice" else ""
+        rows.append(["Trained parameters", f"{trainable / 1e6:.1f}M ({trainable:,}){frozen}"])
     return Table(["", ""], rows)
 
 

@@ -30,7 +30,8 @@ class Preset:
     batch_size: int  # queries per training step
     cross_encoder_steps: int
     mice_steps: int
-    learning_rate: float
+    cross_encoder_learning_rate: float
+    mice_learning_rate: float
     head_learning_rate: float  # the new classification head starts from random weights
     warmup_steps: int
     # MICE trains its interaction layers and head only, on documents encoded once (trainers.frozen_documents):
@@ -57,8 +58,9 @@ PRESETS = {
         list_size=8,
         batch_size=8,
         cross_encoder_steps=20,
-        mice_steps=400,
-        learning_rate=3e-4,
+        mice_steps=500,
+        cross_encoder_learning_rate=1e-4,
+        mice_learning_rate=3e-4,
         head_learning_rate=2e-3,
         warmup_steps=20,
         freeze_independent_layers=True,
@@ -77,7 +79,8 @@ PRESETS = {
         batch_size=32,
         cross_encoder_steps=3000,
         mice_steps=3000,
-        learning_rate=2e-5,
+        cross_encoder_learning_rate=2e-5,
+        mice_learning_rate=2e-5,
         head_learning_rate=1e-4,
         warmup_steps=300,
         freeze_independent_layers=False,
@@ -131,6 +134,7 @@ def train(kind: str, backbone: str, teacher: Path, output: Path, preset: Preset,
     from trainers.train_cli import main as train_main
 
     steps = preset.mice_steps if kind == "mice" else preset.cross_encoder_steps
+    learning_rate = preset.mice_learning_rate if kind == "mice" else preset.cross_encoder_learning_rate
     argv = [
         "--model-type", kind,
         "--backbone", backbone,
@@ -142,7 +146,7 @@ def train(kind: str, backbone: str, teacher: Path, output: Path, preset: Preset,
         "--sampling", "random",
         "--batch-size", str(preset.batch_size),
         "--max-steps", str(steps),
-        "--learning-rate", str(preset.learning_rate),
+        "--learning-rate", str(learning_rate),
         "--head-learning-rate", str(preset.head_learning_rate),
         "--warmup-steps", str(min(preset.warmup_steps, steps // 10)),
         "--max-query-length", str(preset.max_query_length),

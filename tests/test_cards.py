@@ -199,7 +199,7 @@ def test_card_reads_the_record_the_trainer_writes(tmp_path):
     """The record comes from trainers.training_record (what scripts/train.py writes), not from a hand-made dict."""
     from sentence_transformers import CrossEncoder
 
-    from trainers import DistillationTrainingArguments, MarginMSELoss
+    from trainers import DistillationTrainingArguments, MarginMSELoss, find_mice_model, freeze_independent_layers
     from trainers.training_record import build_training_record, write_training_record
 
     folder, _ = make_mice_folder(tmp_path)
@@ -220,6 +220,18 @@ def test_card_reads_the_record_the_trainer_writes(tmp_path):
         assert f"| {key} | {value} |" in card.text
     assert "**MarginMSELoss** (weight 1.0)" in card.text and "**Teacher:** hybrid. BM25 plus MiniLM cosine" in card.text
     assert "Training took 1.5 s." in card.text and "final training loss" not in card.text
+    assert "Trained parameters" not in card.text
+
+    frozen = freeze_independent_layers(find_mice_model(model))
+    record = build_training_record(
+        model, MarginMSELoss(model), args, backbone="org/backbone", teacher=teacher, data=data
+    )
+    write_training_record(folder, record)
+    trained = count - frozen
+    assert (
+        f"| Trained parameters | {trained / 1e6:.1f}M ({trained:,}) (the independent layers and embeddings were "
+        in (render_model_card(folder).text)
+    )
 
 
 def test_parameter_count_falls_back_to_the_safetensors_weights(tmp_path):

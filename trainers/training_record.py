@@ -70,7 +70,9 @@ def build_training_record(
     record["teacher"] = dict(teacher)
     record["data"] = dict(data)
     settings = args.to_dict()
-    record["hyperparameters"] = {key: settings[key] for key in RECORDED_HYPERPARAMETERS if key in settings}
+    record["hyperparameters"] = {
+        key: settings[key] for key in RECORDED_HYPERPARAMETERS if settings.get(key) not in (None, {})
+    }
     record["train_runtime_s"] = train_runtime_s
     record["final_train_loss"] = final_train_loss
     return record
