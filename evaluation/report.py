@@ -126,21 +126,31 @@ def _save(figure, path: str | Path) -> Path:
 
 
 def plot_effectiveness(report: dict, path: str | Path, metric: str = "ndcg@10") -> Path:
-    """Grouped bars: ``metric`` per dataset, one bar per system; saved as PNG."""
+    """Grouped bars: ``metric`` per dataset, one bar per system; saved as PNG.
+
+    Bars carry their values while there are few systems (at most 5); with more, the values would overlap, so read
+    them from the table. Colours come from a 20-colour map so that a grid of systems stays distinguishable.
+    """
     plt = _pyplot()
     datasets = list(report["datasets"])
     systems = list(report["results"])
     width = 0.8 / len(systems)
-    figure, axes = plt.subplots(figsize=(max(4.0, 1.6 * len(datasets) + 2), 3.6))
+    colours = plt.get_cmap("tab10" if len(systems) <= 10 else "tab20").colors
+    many = len(systems) > 5
+    figure, axes = plt.subplots(figsize=(max(4.0, (2.0 if many else 1.6) * len(datasets) + 2 + 2.5 * many), 3.6))
     for index, system in enumerate(systems):
         values = [report["results"][system].get(d, {}).get("metrics", {}).get(metric, 0.0) for d in datasets]
         positions = [d + (index - (len(systems) - 1) / 2) * width for d in range(len(datasets))]
-        bars = axes.bar(positions, values, width, label=system)
-        axes.bar_label(bars, fmt="%.3f", fontsize=7)
+        bars = axes.bar(positions, values, width, label=system, color=colours[index % len(colours)])
+        if not many:
+            axes.bar_label(bars, fmt="%.3f", fontsize=7)
     axes.set_xticks(range(len(datasets)), datasets)
     axes.set_ylabel(METRIC_LABELS.get(metric, metric))
     axes.set_ylim(0, 1)
-    axes.legend(fontsize=8)
+    if not many:
+        axes.legend(fontsize=8)
+    else:  # beside the axes, where it hides no bar
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes.set_title(f"{METRIC_LABELS.get(metric, metric)} (split {report['settings']['split']})")
     return _save(figure, path)
 
