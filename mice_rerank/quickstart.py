@@ -48,7 +48,7 @@ class Preset:
 
 
 # Both models are distilled with MarginMSE on the teacher's scores plus InfoNCE on the known item (the labelled
-# positive), which the teacher ranks first in only 84% of the sample's dev lists.
+# positive): the teacher's own MRR@10 on the sample's dev lists is only 0.84.
 OBJECTIVES = ("margin_mse", "info_nce")
 
 PRESETS = {
