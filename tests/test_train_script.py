@@ -176,17 +176,21 @@ def test_frozen_independent_layers_train_only_the_upper_part(train_script, works
     record = train_script.main(
         [
             "--config", str(workspace / "run.yaml"), "--output-dir", str(output), "--no-resume", "--max-steps", "2",
-            "--freeze-independent-layers",
+            "--freeze-independent-layers", "--pooling", "mean", "--cls-reads-document",
         ]
     )  # fmt: skip
+    config = json.loads((output / "config.json").read_text())
+    assert config["pooling"] == "mean" and config["mask_cls_to_doc"] is False and config["mask_query_to_cls"] is True
     untrained = AutoModelForSequenceClassification.from_pretrained(str(workspace / "backbone"))
     trained = load_file(output / "model.safetensors")
-    lower = {k: v for k, v in trained.items() if k.startswith("mice.backbone.")}
+    lower = {k: v for k, v in trained.items() if k.startswith("mice.backbone.") and ".pooler." not in k}
     source = untrained.base_model.state_dict()
-    # The embeddings and layer 0 (below fusion layer 1) are exactly the backbone's; the layers above have moved.
+    # The embeddings and layer 0 (below fusion layer 1) are exactly the backbone's; the layers above have moved,
+    # and so has BERT's pooler, which reads the last interaction layer's [CLS].
     assert lower and all(torch.equal(v, source[k.removeprefix("mice.backbone.")]) for k, v in lower.items())
     upper = [k for k in trained if k.startswith("mice.interaction.0.")]
     assert any(not torch.equal(trained[k], source[k.replace("mice.interaction.0.", "encoder.layer.1.")]) for k in upper)
+    assert not torch.equal(trained["mice.backbone.pooler.dense.weight"], source["pooler.dense.weight"])
     assert record["trainable_parameters"] == record["num_parameters"] - sum(v.numel() for v in lower.values())
     with pytest.raises(SystemExit):
         train_script.parse_settings(

@@ -19,19 +19,32 @@ import torch
 from torch import nn
 
 
+def independent_parameters(mice: nn.Module) -> list[nn.Parameter]:
+    """The parameters of MICE's embeddings and independent (lower) layers.
+
+    BERT's pooler lives in the same base model but reads the last interaction layer's [CLS]: it is part of the head,
+    so it is not among them.
+    """
+    backbone = mice.mice.backbone
+    pooler = getattr(backbone, "pooler", None)
+    head = {id(p) for p in pooler.parameters()} if pooler is not None else set()
+    return [p for p in backbone.parameters() if id(p) not in head]
+
+
 def freeze_independent_layers(mice: nn.Module) -> int:
     """Freeze MICE's embeddings and independent (lower) layers; returns how many parameters were frozen.
 
     ``mice`` is a ``MiceForSequenceClassification`` (for a CrossEncoder, ``trainers.find_mice_model(model)``).
     """
-    backbone = mice.mice.backbone
-    backbone.requires_grad_(False)
-    return sum(p.numel() for p in backbone.parameters())
+    parameters = independent_parameters(mice)
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    return sum(p.numel() for p in parameters)
 
 
 def independent_layers_frozen(mice: nn.Module) -> bool:
     """True when no parameter below MICE's fusion layer is trainable."""
-    return not any(p.requires_grad for p in mice.mice.backbone.parameters())
+    return not any(p.requires_grad for p in independent_parameters(mice))
 
 
 class DocumentStateMemo:

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-query-length", type=int, help="MICE: query tokens kept (default: the model maximum)")
     model.add_argument("--max-document-length", type=int, help="MICE: document tokens kept")
     model.add_argument("--max-length", type=int, help="cross-encoder: pair tokens kept")
+    model.add_argument("--pooling", choices=["cls", "mean"], help="MICE: pool the query's [CLS] or mean of its tokens")
+    model.add_argument(
+        "--cls-reads-document",
+        action="store_true",
+        help="MICE: let the query [CLS] cross-attend to the document (mask_cls_to_doc=False, the paper's ablation)",
+    )
     model.add_argument(
         "--freeze-independent-layers",
         action="store_true",
@@ -159,11 +165,15 @@ def build_model(settings: argparse.Namespace, backbone: str):
     from modeling_mice import MiceForSequenceClassification
     from trainers import find_mice_model, freeze_independent_layers
 
-    lengths = {
-        key: getattr(settings, key) for key in ("max_query_length", "max_document_length") if getattr(settings, key)
+    options = {
+        key: getattr(settings, key)
+        for key in ("max_query_length", "max_document_length", "pooling")
+        if getattr(settings, key)
     }
+    if settings.cls_reads_document:
+        options["mask_cls_to_doc"] = False
     mice = MiceForSequenceClassification.from_backbone(
-        backbone, fusion_layer=settings.fusion_layer, interaction_layers=settings.interaction_layers, **lengths
+        backbone, fusion_layer=settings.fusion_layer, interaction_layers=settings.interaction_layers, **options
     )
     # CrossEncoder loads from a folder; the remote-code files travel with it into every checkpoint.
     with tempfile.TemporaryDirectory() as folder:
