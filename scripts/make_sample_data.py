@@ -41,11 +41,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--train", type=int, default=600)
+    parser.add_argument("--train", type=int, default=600, help="train queries that choose the corpus (with siblings)")
     parser.add_argument("--dev", type=int, default=60)
     parser.add_argument("--test", type=int, default=150)
     parser.add_argument("--documents", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--train-from-corpus",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train split: every source train query whose document is in the sample (not only the --train sampled)",
+    )
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
@@ -70,6 +76,11 @@ def main() -> None:
             keep.update(by_family[family(doc_id)][:8])
     rest = sorted(set(corpus) - keep)
     keep.update(rng.sample(rest, max(0, args.documents - len(keep))))
+    if args.train_from_corpus:
+        # Every kept document whose package is a train query of the source becomes a train query too: more
+        # training queries without a larger corpus (dev and test packages are never train queries in the source).
+        source_train = read_qrels(args.source / "qrels" / "train.tsv")
+        qrels["train"] = {q: d for q, d in sorted(source_train.items()) if d in keep}
 
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "qrels").mkdir(exist_ok=True)
