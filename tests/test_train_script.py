@@ -39,7 +39,8 @@ def train_script():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """A tiny BERT backbone (with dropout, so the RNG state matters on resume) and a hand-made teacher dataset."""
+    """A tiny BERT backbone (with dropout, so the RNG state matters on resume), a hand-made teacher dataset and
+    ``run.yaml``, the settings of ``settings(folder, "interrupted")``."""
     folder = tmp_path_factory.mktemp("train-script")
     build_tiny_backbone(folder, "bert", num_hidden_layers=3, cross_encoder=True).rename(folder / "backbone")
     documents = {f"d{i}": f"debian package {i % 5} ships the {i} tool" for i in range(30)}
@@ -55,6 +56,7 @@ def workspace(tmp_path_factory) -> Path:
     ]
     teacher = {"name": "hand-made", "description": "scores written by the test"}
     TeacherDataset.from_records(rows, queries, documents, {"teacher": teacher}).save_to_disk(folder / "teacher")
+    (folder / "run.yaml").write_text(yaml.safe_dump(settings(folder, "interrupted")), encoding="utf-8")
     return folder
 
 
@@ -81,7 +83,6 @@ def settings(workspace: Path, output: str) -> dict:
 
 def test_killed_run_resumes_to_the_same_weights(train_script, workspace):
     config = workspace / "run.yaml"
-    config.write_text(yaml.safe_dump(settings(workspace, "interrupted")), encoding="utf-8")
     interrupted = workspace / "interrupted"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
