@@ -147,10 +147,8 @@ def plot_effectiveness(report: dict, path: str | Path, metric: str = "ndcg@10") 
     axes.set_xticks(range(len(datasets)), datasets)
     axes.set_ylabel(METRIC_LABELS.get(metric, metric))
     axes.set_ylim(0, 1)
-    if not many:
-        axes.legend(fontsize=8)
-    else:  # beside the axes, where it hides no bar
-        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # Many systems: the legend goes beside the axes, where it hides no bar.
+    axes.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if many else {}))
     axes.set_title(f"{METRIC_LABELS.get(metric, metric)} (split {report['settings']['split']})")
     return _save(figure, path)
 
