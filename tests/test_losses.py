@@ -102,6 +102,18 @@ def test_margin_mse(cross_encoder):
     assert value.item() == pytest.approx((0.25 + 0.0 + 0.25 + 6.25) / 4, abs=1e-6)
 
 
+def test_targets_given_as_lists_go_to_the_models_device(cross_encoder):
+    # A collator called outside the Trainer's loop hands the targets over as Python lists; on a GPU they must follow
+    # the logits there (the "meta" device stands in for one), and on the CPU give the same loss as tensors.
+    loss = MarginMSELoss(cross_encoder)
+    loss.model = HandScores()
+    loss.model.device = torch.device("meta")
+    assert [row.device.type for row in loss.relevance({"scores": T})] == ["meta", "meta"]
+    scores = HandScores()
+    loss.model = scores
+    assert loss([QUERIES, DOCUMENTS], {"scores": T}).item() == pytest.approx(run(loss, {"scores": T})[0].item())
+
+
 def info_nce_term(positive: float, negatives: list[float]) -> float:
     return -positive + math.log(math.exp(positive) + sum(math.exp(n) for n in negatives))
 

@@ -40,12 +40,18 @@ class ListwiseObjective:
         return None
 
     def relevance(self, labels: Targets) -> list[Tensor]:
-        """Per-row targets where higher is better, from the first accepted target column in the batch."""
-        return target_lists(labels, self.accepted_targets, type(self).__name__)
+        """Per-row targets where higher is better, from the first accepted target column in the batch.
+
+        They are put on the model's device: targets that reach the loss as Python lists (a collator called outside
+        the Trainer's loop, which moves only tensors) would otherwise stay on the CPU while the logits are on a GPU.
+        """
+        return target_lists(labels, self.accepted_targets, type(self).__name__, device=self.model.device)
 
 
-def target_lists(labels: Targets, accepted: Sequence[str], loss_name: str) -> list[Tensor]:
-    """Pick the first of ``accepted`` present in a batch's targets, as float tensors where higher is better.
+def target_lists(
+    labels: Targets, accepted: Sequence[str], loss_name: str, device: torch.device | str | None = None
+) -> list[Tensor]:
+    """Pick the first of ``accepted`` present in a batch's targets, as float tensors on ``device`` where higher is better.
 
     A plain list or tensor (sentence-transformers' single label column) is taken as it is.
     """
@@ -54,14 +60,14 @@ def target_lists(labels: Targets, accepted: Sequence[str], loss_name: str) -> li
     if isinstance(labels, Mapping):
         for kind in accepted:
             if labels.get(kind) is not None:
-                values = [torch.as_tensor(row, dtype=torch.float32) for row in labels[kind]]
+                values = [torch.as_tensor(row, dtype=torch.float32, device=device) for row in labels[kind]]
                 return [-row for row in values] if kind == "ranks" else values
         raise ValueError(
             f"{loss_name} trains on {' or '.join(repr(k) for k in accepted)}, but the batch only has the target "
             f"columns {sorted(k for k, v in labels.items() if v is not None)}. Add that column to the dataset or pick "
             "another objective."
         )
-    return [torch.as_tensor(row, dtype=torch.float32) for row in labels]
+    return [torch.as_tensor(row, dtype=torch.float32, device=device) for row in labels]
 
 
 def listwise_inputs(inputs: Sequence, loss_name: str) -> tuple[list[str], list[list[str]]]:
