@@ -66,7 +66,12 @@ class CrossEncoderReranker:
         return [float(score) for score in scores.reshape(len(documents), -1)[:, 0]]
 
     def settings(self) -> dict:
-        return {"kind": self.kind, "model": self.model_name_or_path, "batch_size": self.batch_size}
+        return {
+            "kind": self.kind,
+            "model": self.model_name_or_path,
+            "batch_size": self.batch_size,
+            "device": str(self.model.device),
+        }
 
 
 class MiceReranker:
@@ -95,9 +100,9 @@ class MiceReranker:
         self.model_name_or_path = model_name_or_path
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self.model = MiceForSequenceClassification.from_pretrained(model_name_or_path).eval()
-        if device is not None:
-            self.model.to(device)
+        # The same default as sentence-transformers' CrossEncoder, so that both systems of a comparison share a device.
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = MiceForSequenceClassification.from_pretrained(model_name_or_path).eval().to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         self.cache = DocumentStateCache(cache_folder, model_fingerprint(self.model)) if cache_folder else None
         self.states: dict[str, torch.Tensor] = {}
@@ -160,6 +165,7 @@ class MiceReranker:
             "kind": self.kind,
             "model": self.model_name_or_path,
             "batch_size": self.batch_size,
+            "device": str(self.model.device),
             "fusion_layer": config.fusion_layer,
             "interaction_layers": config.interaction_layers,
             "document_cache": str(self.cache.folder) if self.cache else None,

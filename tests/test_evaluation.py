@@ -165,6 +165,21 @@ def test_mice_pre_encoded_path_equals_joint_pairs(tiny_rerankers, sample_split, 
     assert again.run == fast.run
 
 
+def test_mice_reranker_takes_the_gpu_when_there_is_one(tiny_rerankers, monkeypatch):
+    # Like sentence-transformers' CrossEncoder, so that both systems of a comparison run on the same device.
+    import torch
+
+    from modeling_mice import MiceForSequenceClassification
+
+    _, mice_folder = tiny_rerankers
+    moved = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(MiceForSequenceClassification, "to", lambda model, device: moved.append(device) or model)
+    MiceReranker(str(mice_folder), show_progress=False)
+    MiceReranker(str(mice_folder), device="cpu", show_progress=False)
+    assert moved == ["cuda", "cpu"]
+
+
 def test_document_cache_errors_name_the_file_and_the_fix(tiny_rerankers, sample_split, tmp_path):
     _, mice_folder = tiny_rerankers
     data, _ = sample_split
