@@ -5,8 +5,11 @@ offline teacher (BM25 + all-MiniLM-L6-v2, per-query min-max ensemble). Evaluatio
 ``debian-known-item`` test, out-of-domain on scifact, cranfield, cisi, vaswani and cacm, re-ranking BM25.
 Output: ``evaluation.json``, a markdown table (nDCG@10 with significance markers) and a plot, under ``--output``.
 Every finished training run and the teacher dataset are kept, so an interrupted grid resumes where it stopped.
+MICE starts from the backbone, like the cross-encoder, or with ``--mice-from-cross-encoder`` from the cross-encoder
+just trained with the same objective (the paper derives MICE from a trained cross-encoder).
 
     python scripts/experiments.py --data ../shared/data --output runs/experiments
+    python scripts/experiments.py --data ../shared/data --output runs/experiments-gpu --bf16 --steps 120 ...  # GPU
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ def build_teacher(data: Path, output: Path, args: argparse.Namespace) -> Path:
     return folder
 
 
-def train_run(kind: str, objective: str, teacher: Path, folder: Path, args: argparse.Namespace) -> dict:
+def train_run(
+    kind: str, objective: str, teacher: Path, folder: Path, args: argparse.Namespace, backbone: str | None
+) -> dict:
     if (folder / "training_record.json").is_file():
         return json.loads((folder / "training_record.json").read_text(encoding="utf-8"))
     argv = [
@@ -70,12 +75,27 @@ def train_run(kind: str, objective: str, teacher: Path, folder: Path, args: argp
     ]  # fmt: skip
     if objective in LABEL_OBJECTIVES:
         argv.append("--require-positive")
-    if args.backbone:
-        argv += ["--backbone", args.backbone]
+    if backbone:
+        argv += ["--backbone", backbone]
+    if args.bf16:
+        argv.append("--bf16")
     return train_main(argv)
 
 
-def main() -> None:
+def train_grid(teacher: Path, args: argparse.Namespace) -> list[str]:
+    """Train a cross-encoder and a MICE per objective (finished runs are kept); their ``ce:``/``mice:`` specs."""
+    models = []
+    for objective in args.objectives:
+        cross_encoder = args.output / "models" / f"cross-encoder-{objective}"
+        train_run("cross-encoder", objective, teacher, cross_encoder, args, args.backbone)
+        mice = args.output / "models" / f"mice-{objective}"
+        mice_start = str(cross_encoder) if args.mice_from_cross_encoder else args.backbone
+        train_run("mice", objective, teacher, mice, args, mice_start)
+        models += [f"ce:{cross_encoder}", f"mice:{mice}"]
+    return models
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder holding the BEIR collections")
     parser.add_argument("--output", type=Path, default=Path("runs/experiments"))
@@ -96,17 +116,22 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=30, help="BM25 candidates re-ranked per query")
     parser.add_argument("--collections", nargs="+", default=[IN_DOMAIN, *OUT_OF_DOMAIN])
     parser.add_argument("--seed", type=int, default=12)
-    args = parser.parse_args()
+    parser.add_argument("--bf16", action="store_true", help="train in bfloat16 mixed precision (GPU)")
+    parser.add_argument(
+        "--mice-from-cross-encoder",
+        action="store_true",
+        help="start each MICE from the cross-encoder trained with the same objective (the paper's recipe), "
+        "not from the backbone",
+    )
+    return parser.parse_args(argv)
 
+
+def main() -> None:
+    args = parse_args()
     started = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
     teacher = build_teacher(args.data, args.output, args)
-    models = []
-    for objective in args.objectives:
-        for kind in ("cross-encoder", "mice"):
-            folder = args.output / "models" / f"{kind}-{objective}"
-            train_run(kind, objective, teacher, folder, args)
-            models.append(f"{'mice' if kind == 'mice' else 'ce'}:{folder}")
+    models = train_grid(teacher, args)
     trained = time.perf_counter()
 
     report = evaluate_systems(
