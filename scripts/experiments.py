@@ -5,8 +5,8 @@ offline teacher (BM25 + all-MiniLM-L6-v2, per-query min-max ensemble). Evaluatio
 ``debian-known-item`` test, out-of-domain on scifact, cranfield, cisi, vaswani and cacm, re-ranking BM25.
 Output: ``evaluation.json``, a markdown table (nDCG@10 with significance markers) and a plot, under ``--output``.
 Every finished training run and the teacher dataset are kept, so an interrupted grid resumes where it stopped.
-MICE starts from the backbone, like the cross-encoder, or with ``--mice-from-cross-encoder`` from the cross-encoder
-just trained with the same objective (the paper derives MICE from a trained cross-encoder).
+MICE starts from the backbone, like the cross-encoder and as in the paper, or with ``--mice-from-cross-encoder`` from
+the cross-encoder just trained with the same objective (a warm start).
 
     python scripts/experiments.py --data ../shared/data --output runs/experiments
     python scripts/experiments.py --data ../shared/data --output runs/experiments-gpu --bf16 --steps 120 ...  # GPU
@@ -120,8 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mice-from-cross-encoder",
         action="store_true",
-        help="start each MICE from the cross-encoder trained with the same objective (the paper's recipe), "
-        "not from the backbone",
+        help="start each MICE from the cross-encoder trained with the same objective (a warm start), not from the "
+        "backbone as the paper does",
     )
     return parser.parse_args(argv)
 
