@@ -51,7 +51,7 @@ class ListwiseObjective:
 def target_lists(
     labels: Targets, accepted: Sequence[str], loss_name: str, device: torch.device | str | None = None
 ) -> list[Tensor]:
-    """Pick the first of ``accepted`` present in a batch's targets, as float tensors on ``device`` where higher is better.
+    """Pick the first of ``accepted`` present in a batch's targets: float tensors on ``device``, higher is better.
 
     A plain list or tensor (sentence-transformers' single label column) is taken as it is.
     """
