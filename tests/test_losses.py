@@ -109,8 +109,7 @@ def test_targets_given_as_lists_go_to_the_models_device(cross_encoder):
     loss.model = HandScores()
     loss.model.device = torch.device("meta")
     assert [row.device.type for row in loss.relevance({"scores": T})] == ["meta", "meta"]
-    scores = HandScores()
-    loss.model = scores
+    loss.model = HandScores()
     assert loss([QUERIES, DOCUMENTS], {"scores": T}).item() == pytest.approx(run(loss, {"scores": T})[0].item())
 
 

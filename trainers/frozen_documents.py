@@ -25,10 +25,7 @@ def independent_parameters(mice: nn.Module) -> list[nn.Parameter]:
     BERT's pooler lives in the same base model but reads the last interaction layer's [CLS]: it is part of the head,
     so it is not among them.
     """
-    backbone = mice.mice.backbone
-    pooler = getattr(backbone, "pooler", None)
-    head = {id(p) for p in pooler.parameters()} if pooler is not None else set()
-    return [p for p in backbone.parameters() if id(p) not in head]
+    return [p for name, p in mice.mice.backbone.named_parameters() if not name.startswith("pooler.")]
 
 
 def freeze_independent_layers(mice: nn.Module) -> int:
