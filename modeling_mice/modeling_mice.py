@@ -41,6 +41,7 @@ from transformers.models.modernbert.modeling_modernbert import (
     ModernBertAttention,
     ModernBertEncoderLayer,
     ModernBertPredictionHead,
+    ModernBertRotaryEmbedding,
 )
 from transformers.models.mpnet.modeling_mpnet import MPNetAttention, MPNetClassificationHead, MPNetLayer
 from transformers.models.roberta.modeling_roberta import RobertaAttention, RobertaClassificationHead, RobertaLayer
@@ -217,6 +218,10 @@ class _EncoderFamily:
         self.config = encoder_config
 
     # -- building ------------------------------------------------------------------------------------------------
+    def build_backbone(self, model_class: type[PreTrainedModel], lower_config) -> PreTrainedModel:
+        """The family's base model with the independent layers only (`lower_config`)."""
+        return model_class(lower_config, **self.backbone_kwargs)
+
     def build_layer(self, config, index: int) -> nn.Module:
         raise NotImplementedError
 
@@ -435,6 +440,15 @@ class _ModernBertFamily(_EncoderFamily):
 
     layers_path = "layers"
 
+    def build_backbone(self, model_class, lower_config):
+        backbone = super().build_backbone(model_class, lower_config)
+        # Its rotary embedding knows only the attention types of the independent layers; the interaction layers
+        # read it too (`prepare`), and may be of a type the lower ones lack (e.g. a sliding layer above fusion
+        # layer 1). Built from the full config it covers every layer; its buffers are not saved, so the weights
+        # are the same.
+        backbone.rotary_emb = ModernBertRotaryEmbedding(self.config)
+        return backbone
+
     def build_layer(self, config, index):
         return ModernBertEncoderLayer(config, layer_idx=index)
 
@@ -596,7 +610,7 @@ class MiceModel(MicePreTrainedModel):
         encoder_config._attn_implementation = config._attn_implementation
         lower_config = _sub_config(encoder_config, config.fusion_layer)
         model_class = AutoModel._model_mapping[type(encoder_config)]
-        self.backbone = model_class(lower_config, **family.backbone_kwargs)
+        self.backbone = family.build_backbone(model_class, lower_config)
         kept = range(config.fusion_layer, config.kept_layers)
         self.interaction = nn.ModuleList([family.build_layer(encoder_config, i) for i in kept])
         self.cross_attention = nn.ModuleList([family.build_cross_attention(encoder_config, i) for i in kept])

@@ -85,15 +85,17 @@ def test_independent_layers_equal_the_backbone(models, backbones, family):
     assert (states.hidden_states - reference).abs().max() <= 1e-6
 
 
+@pytest.mark.parametrize("fusion_layer", [2, 1])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_interaction_layers_are_the_backbone_layers_on_the_query(backbones, family, monkeypatch):
+def test_interaction_layers_are_the_backbone_layers_on_the_query(backbones, family, fusion_layer, monkeypatch):
     """Without cross-attention and without the [CLS] mask, the interaction layers are exactly the backbone's layers
     run on the query alone: same weights, positions (absolute, relative, rotary) and local/global windows. The query is
-    longer than ModernBERT's tiny sliding window, so a wrong window would show."""
+    longer than ModernBERT's tiny sliding window, so a wrong window would show. With fusion layer 1, ModernBERT's
+    independent part is one global layer and the interaction layers include sliding ones."""
     from modeling_mice.modeling_mice import _EncoderFamily
 
     model = MiceForSequenceClassification.from_backbone(
-        str(backbones[family]), fusion_layer=2, interaction_layers=2, mask_query_to_cls=False
+        str(backbones[family]), fusion_layer=fusion_layer, interaction_layers=4 - fusion_layer, mask_query_to_cls=False
     ).eval()
     tokenizer = AutoTokenizer.from_pretrained(backbones[family])
     backbone = AutoModel.from_pretrained(
