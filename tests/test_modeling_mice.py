@@ -209,6 +209,21 @@ def test_cls_cross_attention_context_is_exactly_zero(models):
         assert torch.allclose(context[1, 1:], reference[:, 1:].transpose(0, 1).reshape(2, -1), atol=1e-6)
 
 
+def test_plain_encoder_source_gets_a_new_head_of_any_size(tmp_path, caplog):
+    """An `XModel` source has no head: every `num_labels` builds (2 used to fail, its whole state taken for a head)
+    and nothing claims a cross-encoder head was skipped."""
+    source = build_tiny_backbone(tmp_path, "bert")
+    for num_labels in (1, 2):
+        with caplog.at_level("INFO", logger="modeling_mice.modeling_mice"):
+            model = MiceForSequenceClassification.from_backbone(
+                str(source), fusion_layer=2, interaction_layers=2, num_labels=num_labels
+            )
+        assert model.classification_head["classifier"].out_features == num_labels
+        assert "newly initialized (train them): classification_head" in caplog.text
+        assert "source cross-encoder" not in caplog.text
+        caplog.clear()
+
+
 def test_head_and_layers_copied_from_a_cross_encoder(models, backbones):
     """from_backbone copies the embeddings, the kept layers, and the cross-encoder's head; cross-attention is seeded
     from the same layer's self-attention."""
