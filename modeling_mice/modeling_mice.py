@@ -896,18 +896,24 @@ class MiceForSequenceClassification(MicePreTrainedModel):
     # -- building from a pretrained encoder ------------------------------------------------------------------------
     @classmethod
     def from_backbone(
-        cls, name_or_path: str, fusion_layer: int = 4, interaction_layers: int = 3, **kwargs
+        cls,
+        name_or_path: str,
+        fusion_layer: int = 4,
+        interaction_layers: int = 3,
+        encoder_kwargs: dict | None = None,
+        **kwargs,
     ) -> MiceForSequenceClassification:
         """Build MICE-ℓ`fusion_layer`+`interaction_layers` from a pretrained encoder or cross-encoder folder/Hub id.
 
         Copies the embeddings and the kept layers (layers `fusion_layer + interaction_layers ..` are dropped), seeds
         each interaction layer's cross-attention from that layer's self-attention, and copies a cross-encoder's
         classification head (`*ForSequenceClassification` checkpoint with the same `num_labels`); otherwise the head
-        is new. Special token ids come from the tokenizer saved with the model. `kwargs` go to `MiceConfig`
-        (`num_labels`, `mask_query_to_cls`, `max_query_length`, ..., `attn_implementation`).
+        is new. Special token ids come from the tokenizer saved with the model. `encoder_kwargs` override the
+        encoder's own config (e.g. its dropout probabilities); `kwargs` go to `MiceConfig` (`num_labels`,
+        `mask_query_to_cls`, `max_query_length`, ..., `attn_implementation`).
         """
         attn_implementation = kwargs.pop("attn_implementation", None)
-        encoder_config = AutoConfig.from_pretrained(name_or_path)
+        encoder_config = AutoConfig.from_pretrained(name_or_path, **(encoder_kwargs or {}))
         architectures = encoder_config.architectures or []
         is_cross_encoder = any(a.endswith("ForSequenceClassification") for a in architectures)
         config_kwargs = dict(kwargs)

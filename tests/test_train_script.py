@@ -16,9 +16,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from sentence_transformers.cross_encoder import CrossEncoder
-from tiny_models import build_tiny_backbone
+from tiny_models import FAMILIES, build_tiny_backbone
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from trainers.batching import score_lists
 from trainers.teacher_data import TeacherDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,3 +199,28 @@ def test_frozen_independent_layers_train_only_the_upper_part(train_script, works
             ["--model-type", "cross-encoder", "--freeze-independent-layers", "--output-dir", "x", "--teacher-data", "y"]
         )
     assert "--freeze-independent-layers is for MICE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model_type", ["cross-encoder", "mice"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dropout_setting_reaches_every_dropout_of_the_family(train_script, tmp_path, family, model_type):
+    backbone = build_tiny_backbone(tmp_path, family, num_hidden_layers=3)
+    queries, documents = ["which package has the tool"], [["debian ships the tool", "a font for the console"]]
+
+    def train_mode_scores(dropout: float) -> list[torch.Tensor]:
+        flags = ["--model-type", model_type, "--fusion-layer", "1", "--interaction-layers", "2", "--dropout"]
+        settings = train_script.parse_settings([*flags, str(dropout), "--output-dir", "x", "--teacher-data", "y"])
+        model = train_script.build_model(settings, str(backbone))
+        model.model.train()
+        with torch.no_grad():
+            return [score_lists(model, queries, documents) for _ in range(2)]
+
+    noisy = train_mode_scores(0.5)
+    assert not torch.equal(*noisy), "dropout 0.5 should make two training-mode passes differ"
+    quiet = train_mode_scores(0.0)
+    assert torch.equal(*quiet), "with --dropout 0 a training-mode pass must be deterministic"
+
+
+def test_dropout_out_of_range_is_refused(train_script, workspace):
+    with pytest.raises(SystemExit, match=r"--dropout must be in \[0, 1\), got 1.5"):
+        train_script.dropout_overrides(str(workspace / "backbone"), 1.5)

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="MICE: train only the interaction layers and head; each document is then encoded once and cached",
     )
     model.add_argument("--document-cache-size", type=int, help="MICE: at most this many cached documents")
+    model.add_argument(
+        "--dropout",
+        type=float,
+        help="every dropout probability of the backbone's config (e.g. 0 for short runs; default: the backbone's)",
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--teacher-data", help="teacher dataset folder (train/, queries/, documents/)")
     data.add_argument("--eval-teacher-data", help="teacher dataset folder of dev queries, for the dev loss")
@@ -155,13 +160,35 @@ def objective_specs(objectives: list[Any]) -> list[tuple[str, float, dict[str, A
     return specs
 
 
+def dropout_overrides(backbone: str, probability: float | None) -> dict[str, float]:
+    """Config overrides that set each of the backbone's dropout probabilities to ``probability`` (None: none).
+
+    Families name them differently (BERT ``hidden_dropout_prob``, ModernBERT ``mlp_dropout``, ...): every numeric
+    config field with "dropout" in its name is one. A field left unset (``classifier_dropout=None``) stays unset, as
+    the model then falls back to one that is set.
+    """
+    if probability is None:
+        return {}
+    if not 0.0 <= probability < 1.0:
+        raise SystemExit(f"--dropout must be in [0, 1), got {probability}")
+    from transformers import AutoConfig
+
+    fields = AutoConfig.from_pretrained(backbone).to_dict()
+    return {
+        key: probability
+        for key, value in fields.items()
+        if "dropout" in key and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
 def build_model(settings: argparse.Namespace, backbone: str):
     """A CrossEncoder: the backbone with a 1-label head, or MICE built from the backbone."""
     from sentence_transformers.cross_encoder import CrossEncoder
     from transformers import AutoTokenizer
 
+    dropout = dropout_overrides(backbone, settings.dropout)
     if settings.model_type == "cross-encoder":
-        return CrossEncoder(backbone, num_labels=1, max_length=settings.max_length)
+        return CrossEncoder(backbone, num_labels=1, max_length=settings.max_length, config_kwargs=dropout or None)
     from modeling_mice import MiceForSequenceClassification
     from trainers import find_mice_model, freeze_independent_layers
 
@@ -173,7 +200,11 @@ def build_model(settings: argparse.Namespace, backbone: str):
     if settings.cls_reads_document:
         options["mask_cls_to_doc"] = False
     mice = MiceForSequenceClassification.from_backbone(
-        backbone, fusion_layer=settings.fusion_layer, interaction_layers=settings.interaction_layers, **options
+        backbone,
+        fusion_layer=settings.fusion_layer,
+        interaction_layers=settings.interaction_layers,
+        encoder_kwargs=dropout,
+        **options,
     )
     # CrossEncoder loads from a folder; the remote-code files travel with it into every checkpoint.
     with tempfile.TemporaryDirectory() as folder:
@@ -332,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_runtime_s=result.metrics.get("train_runtime"),
         final_train_loss=result.training_loss,
     )
+    if settings.dropout is not None:
+        record["hyperparameters"]["dropout"] = settings.dropout
     write_training_record(settings.output_dir, record)
     print(json.dumps({"output_dir": settings.output_dir, "dev_before": before, "dev_after": after}, default=str))
     return record
