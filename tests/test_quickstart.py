@@ -66,7 +66,10 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
         record = json.loads((output / "models" / kind / "training_record.json").read_text())
         assert record["model_type"] == model_type
         assert [o["name"] for o in record["objectives"]] == ["MarginMSELoss", "InfoNCELoss"]
-        assert record["hyperparameters"]["max_steps"] == TINY[f"{kind.replace('-', '_')}_steps"]
+        assert record["objectives"][1]["config"]["scale"] == 5.0
+        hyperparameters = record["hyperparameters"]
+        assert hyperparameters["max_steps"] == TINY[f"{kind.replace('-', '_')}_steps"]
+        assert (hyperparameters["dropout"], hyperparameters["max_grad_norm"]) == (0.0, 0.0)  # the cpu preset's
         # The model card reads the figures from the model folder.
         assert json.loads((output / "models" / kind / "evaluation.json").read_text()) == evaluation
     mice_record = json.loads((output / "models" / "mice" / "training_record.json").read_text())
