@@ -221,6 +221,7 @@ def test_dropout_setting_reaches_every_dropout_of_the_family(train_script, tmp_p
     assert torch.equal(*quiet), "with --dropout 0 a training-mode pass must be deterministic"
 
 
-def test_dropout_out_of_range_is_refused(train_script, workspace):
-    with pytest.raises(SystemExit, match=r"--dropout must be in \[0, 1\), got 1.5"):
-        train_script.dropout_overrides(str(workspace / "backbone"), 1.5)
+def test_dropout_out_of_range_is_refused(train_script, capsys):
+    with pytest.raises(SystemExit):
+        train_script.parse_settings(["--dropout", "1.5", "--output-dir", "x", "--teacher-data", "y"])
+    assert "--dropout must be in [0, 1), got 1.5" in capsys.readouterr().err

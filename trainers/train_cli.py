@@ -135,6 +135,8 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("choose one of --bf16 and --fp16")
     if settings.freeze_independent_layers and settings.model_type != "mice":
         parser.error("--freeze-independent-layers is for MICE (--model-type mice): a cross-encoder has no such layers")
+    if settings.dropout is not None and not 0.0 <= settings.dropout < 1.0:
+        parser.error(f"--dropout must be in [0, 1), got {settings.dropout}")
     settings.objectives = settings.objectives or ["MarginMSELoss"]
     return settings
 
@@ -169,8 +171,6 @@ def dropout_overrides(backbone: str, probability: float | None) -> dict[str, flo
     """
     if probability is None:
         return {}
-    if not 0.0 <= probability < 1.0:
-        raise SystemExit(f"--dropout must be in [0, 1), got {probability}")
     from transformers import AutoConfig
 
     fields = AutoConfig.from_pretrained(backbone).to_dict()
