@@ -976,16 +976,10 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         self.mice.interaction.load_state_dict(interaction)
         for layer, cross in zip(self.mice.interaction, self.mice.cross_attention, strict=True):
             _seed_from(cross, self.mice.family.self_attention_of(layer))
-        # A cross-encoder's head: its weights outside the base model (an `XModel` source is all base model).
-        head_state = (
-            {}
-            if source is base
-            else {
-                name: tensor
-                for name, tensor in source.state_dict().items()
-                if not name.startswith(source.base_model_prefix + ".")
-            }
-        )
+        head_state = {}
+        if source is not base:  # a cross-encoder: its head is what lies outside the base model
+            base_prefix = source.base_model_prefix + "."
+            head_state = {name: t for name, t in source.state_dict().items() if not name.startswith(base_prefix)}
         new_weights = [f"mice.backbone.{name}" for name in missing]
         if head_state and source.config.num_labels == config.num_labels:
             self.classification_head.load_state_dict(head_state)
