@@ -146,8 +146,32 @@ def _backend_mask(allowed: torch.Tensor, dtype: torch.dtype, implementation: str
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def _split_heads(states: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return states.view(*states.shape[:2], -1, head_dim).transpose(1, 2)
+def _split_heads(states: torch.Tensor, heads: int) -> torch.Tensor:
+    return states.view(*states.shape[:2], heads, -1).transpose(1, 2)
+
+
+class _Tokens:
+    """The valid tokens of a right-padded `(B, L, ...)` batch, to run per-token modules on them and not on padding.
+
+    Padding is most of a batch's tokens where lengths vary: documents cut at 96 tokens average ~70 in a batch padded
+    to 96, and queries far less than their batch's longest.
+    """
+
+    def __init__(self, valid: torch.Tensor):
+        self.shape = valid.shape
+        self.index = valid.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, states: torch.Tensor) -> torch.Tensor:
+        """`(B, L, H)` -> `(T, H)`: the valid tokens only."""
+        return states.reshape(-1, states.shape[-1]).index_select(0, self.index)
+
+    def unpack(self, packed: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        """`(T, H)` -> `(B, L, H)`, the padded positions taken from `padding` (zeros by default)."""
+        if padding is None:
+            flat = packed.new_zeros(self.shape.numel(), packed.shape[-1])
+        else:
+            flat = padding.reshape(-1, padding.shape[-1])
+        return flat.index_copy(0, self.index, packed).view(*self.shape, -1)
 
 
 def _cross_attend(
@@ -206,8 +230,9 @@ class _EncoderFamily:
     state-dict copy), and `build_head` the modules of the family's `XForSequenceClassification` head, under the same
     names (so a cross-encoder's head copies over).
 
-    Running an interaction layer: `self_attention` (the layer's own block, over the query only), `cross_attention`
-    (content-only, queries over the frozen document states) and `feed_forward`.
+    Running an interaction layer: `self_attention` (the layer's own block, over the query only), a content-only
+    cross-attention of the query over the frozen document states (`cross_query`, `cross_key_value`,
+    `cross_settings`, `cross_output`) and `feed_forward`. All but the self-attention act on each token alone.
     """
 
     layers_path = "encoder.layer"  # where the layers live inside the family's base model
@@ -246,19 +271,22 @@ class _EncoderFamily:
     def self_attention(self, layer, hidden, context) -> torch.Tensor:
         return layer.attention(hidden, attention_mask=context["mask"])[0]
 
-    def cross_projections(self, layer, cross, hidden, documents):
-        """`(query, key, value)` split in heads, the scaling, the dropout probability and the module that owns them."""
+    # Cross-attention has no position term in any family, so its projections act on each token alone: MICE runs them
+    # on the valid tokens only (`_Tokens`), never on padding.
+    def cross_query(self, layer, cross, hidden) -> torch.Tensor:
+        """The cross-attention query projection of query states `(..., H)`."""
+        raise NotImplementedError
+
+    def cross_key_value(self, layer, cross, documents) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention key and value projections of document states `(..., H)`."""
+        raise NotImplementedError
+
+    def cross_settings(self, layer, cross) -> tuple[float, float, nn.Module]:
+        """The cross-attention's scaling, its dropout probability and the module whose `training` flag rules it."""
         raise NotImplementedError
 
     def cross_output(self, layer, cross, context, hidden) -> torch.Tensor:
         return cross.output(context, hidden)
-
-    def cross_attention(self, model, layer, cross, hidden, documents, allowed, need_weights):
-        query, key, value, scaling, dropout, owner = self.cross_projections(layer, cross, hidden, documents)
-        context, weights = _cross_attend(
-            owner, model.config._attn_implementation, query, key, value, allowed, scaling, dropout, need_weights
-        )
-        return self.cross_output(layer, cross, context, hidden), weights
 
     def feed_forward(self, layer, hidden) -> torch.Tensor:
         return layer.output(layer.intermediate(hidden), hidden)
@@ -297,17 +325,14 @@ class _BertLikeFamily(_EncoderFamily):
     def build_head(self, config):
         return nn.ModuleDict({"classifier": self.head_class(config)})
 
-    def cross_projections(self, layer, cross, hidden, documents):
-        attention = cross.self
-        size = attention.attention_head_size
-        return (
-            _split_heads(attention.query(hidden), size),
-            _split_heads(attention.key(documents), size),
-            _split_heads(attention.value(documents), size),
-            attention.scaling,
-            attention.dropout.p,
-            attention,
-        )
+    def cross_query(self, layer, cross, hidden):
+        return cross.self.query(hidden)
+
+    def cross_key_value(self, layer, cross, documents):
+        return cross.self.key(documents), cross.self.value(documents)
+
+    def cross_settings(self, layer, cross):
+        return cross.self.scaling, cross.self.dropout.p, cross.self
 
 
 class _BertFamily(_BertLikeFamily):
@@ -353,17 +378,14 @@ class _MPNetFamily(_EncoderFamily):
     def self_attention(self, layer, hidden, context):
         return layer.attention(hidden, context["mask"], position_bias=context["position_bias"])[0]
 
-    def cross_projections(self, layer, cross, hidden, documents):
-        attention = cross.attn
-        size = attention.attention_head_size
-        return (
-            _split_heads(attention.q(hidden), size),
-            _split_heads(attention.k(documents), size),
-            _split_heads(attention.v(documents), size),
-            size**-0.5,
-            attention.dropout.p,
-            attention,
-        )
+    def cross_query(self, layer, cross, hidden):
+        return cross.attn.q(hidden)
+
+    def cross_key_value(self, layer, cross, documents):
+        return cross.attn.k(documents), cross.attn.v(documents)
+
+    def cross_settings(self, layer, cross):
+        return cross.attn.attention_head_size**-0.5, cross.attn.dropout.p, cross.attn
 
     def cross_output(self, layer, cross, context, hidden):
         return cross.LayerNorm(cross.dropout(cross.attn.o(context)) + hidden)
@@ -411,18 +433,15 @@ class _DebertaV2Family(_EncoderFamily):
             hidden, context["mask"], relative_pos=context["relative_pos"], rel_embeddings=context["rel_embeddings"]
         )[0]
 
-    def cross_projections(self, layer, cross, hidden, documents):
-        attention = cross.self
-        size = attention.attention_head_size
+    def cross_query(self, layer, cross, hidden):
+        return cross.self.query_proj(hidden)
+
+    def cross_key_value(self, layer, cross, documents):
+        return cross.self.key_proj(documents), cross.self.value_proj(documents)
+
+    def cross_settings(self, layer, cross):
         position_terms = len({"c2p", "p2c"} & set(layer.attention.self.pos_att_type))
-        return (
-            _split_heads(attention.query_proj(hidden), size),
-            _split_heads(attention.key_proj(documents), size),
-            _split_heads(attention.value_proj(documents), size),
-            1 / math.sqrt(size * (1 + position_terms)),
-            attention.dropout.p,
-            attention,
-        )
+        return 1 / math.sqrt(cross.self.attention_head_size * (1 + position_terms)), cross.self.dropout.p, cross.self
 
     def classify(self, model, pooled):
         head = model.classification_head
@@ -504,22 +523,19 @@ class _ModernBertFamily(_EncoderFamily):
         )[0]
         return hidden + attention
 
-    def cross_projections(self, layer, cross, hidden, documents):
-        size = cross.head_dim
+    def cross_query(self, layer, cross, hidden):
         width = cross.Wqkv.out_features // 3
         weight, bias = cross.Wqkv.weight, cross.Wqkv.bias
-        query = F.linear(layer.attn_norm(hidden), weight[:width], None if bias is None else bias[:width])
-        key, value = F.linear(layer.attn_norm(documents), weight[width:], None if bias is None else bias[width:]).chunk(
-            2, dim=-1
-        )
-        return (
-            _split_heads(query, size),
-            _split_heads(key, size),
-            _split_heads(value, size),
-            size**-0.5,
-            cross.attention_dropout,
-            cross,
-        )
+        return F.linear(layer.attn_norm(hidden), weight[:width], None if bias is None else bias[:width])
+
+    def cross_key_value(self, layer, cross, documents):
+        width = cross.Wqkv.out_features // 3
+        weight, bias = cross.Wqkv.weight, cross.Wqkv.bias
+        projected = F.linear(layer.attn_norm(documents), weight[width:], None if bias is None else bias[width:])
+        return projected.chunk(2, dim=-1)
+
+    def cross_settings(self, layer, cross):
+        return cross.head_dim**-0.5, cross.attention_dropout, cross
 
     def cross_output(self, layer, cross, context, hidden):
         return hidden + cross.out_drop(cross.Wo(context))
@@ -708,53 +724,86 @@ class MiceModel(MicePreTrainedModel):
         cross-attention's projections of the documents. `last_hidden_state` is then `(N, 1, H)`.
         """
         per_query = self._check_document_states(document_states, query_states.shape[0])
-        # Cached states may live on another device or in a storage dtype; `to` is a no-op when they already match.
-        documents = document_states.hidden_states.to(device=query_states.device, dtype=query_states.dtype)
+        family = self.family
+        layers = list(zip(self.interaction, self.cross_attention, strict=True))
+        # Up to the first cross-attention a query's states do not depend on the document: the first self-attention
+        # runs once per query, and only then is each query repeated for its documents.
+        query_allowed = self._query_self_mask(query_attention_mask.bool())
+        hidden = family.self_attention(layers[0][0], query_states, family.prepare(self, query_states, query_allowed))
         if per_query > 1:
-            query_states = query_states.repeat_interleave(per_query, dim=0)
+            hidden = hidden.repeat_interleave(per_query, dim=0)
             query_attention_mask = query_attention_mask.repeat_interleave(per_query, dim=0)
-        query_valid = query_attention_mask.bool()
-        document_valid = document_states.attention_mask.to(query_valid.device).bool()
+            query_allowed = query_allowed.repeat_interleave(per_query, dim=0)
+        context = family.prepare(self, hidden, query_allowed) if len(layers) > 1 else None
 
-        query_allowed = query_valid[:, None, None, :].expand(-1, 1, query_valid.shape[1], -1)
-        if self.config.mask_query_to_cls:
-            # The query [CLS] stays a key only for itself: other query tokens may not use it as a sink.
-            not_cls = torch.ones_like(query_allowed)
-            not_cls[:, :, 1:, 0] = False
-            query_allowed = query_allowed & not_cls
-        can_cross = query_valid.clone()
+        # Cached states may live on another device or in a storage dtype; `to` is a no-op when they already match.
+        documents = document_states.hidden_states.to(device=hidden.device, dtype=hidden.dtype)
+        document_valid = document_states.attention_mask.to(hidden.device).bool()
+        document_tokens = _Tokens(document_valid)
+        documents = document_tokens.pack(documents)
+        can_cross = query_attention_mask.bool().clone()
         if self.config.mask_cls_to_doc:
             can_cross[:, 0] = False
         cross_allowed = can_cross[:, None, :, None] & document_valid[:, None, None, :]
 
-        family = self.family
-        hidden = query_states
-        context = family.prepare(self, hidden, query_allowed)
         cross_attentions = []
-        last = len(self.interaction) - 1
-        for index, (layer, cross) in enumerate(zip(self.interaction, self.cross_attention, strict=True)):
-            hidden = family.self_attention(layer, hidden, context)
+        last = len(layers) - 1
+        for index, (layer, cross) in enumerate(layers):
+            if index > 0:
+                hidden = family.self_attention(layer, hidden, context)
             if only_cls and index == last:
                 hidden, cross_allowed, query_attention_mask = (
                     hidden[:, :1],
                     cross_allowed[:, :, :1],
                     query_attention_mask[:, :1],
                 )
+            query_tokens = _Tokens(query_attention_mask.bool())
             if only_cls and index == last and self.config.mask_cls_to_doc:
                 # The [CLS] may not cross-attend: its context is exactly zero, so the documents are not projected.
                 hidden = family.cross_output(layer, cross, torch.zeros_like(hidden), hidden)
             else:
-                hidden, weights = family.cross_attention(
-                    self, layer, cross, hidden, documents, cross_allowed, output_attentions
+                hidden, weights = self._cross_attention(
+                    layer, cross, hidden, query_tokens, documents, document_tokens, cross_allowed, output_attentions
                 )
-            hidden = family.feed_forward(layer, hidden)
-            if output_attentions:
-                cross_attentions.append(weights)
+                if output_attentions:
+                    cross_attentions.append(weights)
+            hidden = query_tokens.unpack(family.feed_forward(layer, query_tokens.pack(hidden)), hidden)
         return MiceModelOutput(
             last_hidden_state=family.finalize(self, hidden),
             attention_mask=query_attention_mask,
             cross_attentions=tuple(cross_attentions) if output_attentions else None,
         )
+
+    def _query_self_mask(self, query_valid: torch.Tensor) -> torch.Tensor:
+        """`(Q, 1, Lq, Lq)`: which query tokens each query token may attend to in the interaction layers."""
+        allowed = query_valid[:, None, None, :].expand(-1, 1, query_valid.shape[1], -1)
+        if self.config.mask_query_to_cls:
+            # The query [CLS] stays a key only for itself: other query tokens may not use it as a sink.
+            not_cls = torch.ones_like(allowed)
+            not_cls[:, :, 1:, 0] = False
+            allowed = allowed & not_cls
+        return allowed
+
+    def _cross_attention(self, layer, cross, hidden, query_tokens, documents, document_tokens, allowed, need_weights):
+        """One light cross-attention block; `documents` are the packed valid document tokens `(T, H)`."""
+        family = self.family
+        heads = self.config.encoder_config.num_attention_heads
+        query = query_tokens.unpack(family.cross_query(layer, cross, query_tokens.pack(hidden)))
+        key, value = (document_tokens.unpack(states) for states in family.cross_key_value(layer, cross, documents))
+        scaling, dropout, owner = family.cross_settings(layer, cross)
+        context, weights = _cross_attend(
+            owner,
+            self.config._attn_implementation,
+            _split_heads(query, heads),
+            _split_heads(key, heads),
+            _split_heads(value, heads),
+            allowed,
+            scaling,
+            dropout,
+            need_weights,
+        )
+        output = family.cross_output(layer, cross, query_tokens.pack(context), query_tokens.pack(hidden))
+        return query_tokens.unpack(output, hidden), weights
 
     # -- joint pairs -----------------------------------------------------------------------------------------------
     def split_pairs(

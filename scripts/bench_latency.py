@@ -97,27 +97,28 @@ def mice_flops(
 ) -> int:
     """MICE (defaults: [CLS] pooling, ``mask_cls_to_doc``) scoring ``docs`` documents for one query.
 
-    The query's lower layers run once. Each interaction layer but the last, for each document: query self-attention,
-    cross-attention (queries projected from the query, keys and values from the frozen document states) and the
-    feed-forward block on the query tokens. The last layer computes only what the [CLS]-pooled head reads: the full
-    query self-attention (its keys need every row), then for the [CLS] row alone the cross-attention output projection
-    (its context is zero: the [CLS] may not cross-attend) and the feed-forward block. Without a cache the documents'
-    lower layers run too.
+    The query's lower layers and the first interaction layer's self-attention run once (the query does not depend
+    on the document before its first cross-attention). Then for each document, in each interaction layer but the
+    last: cross-attention (queries projected from the query, keys and values from the frozen document states) and
+    the feed-forward block on the query tokens, and the next layer's query self-attention. The last layer computes
+    only what the [CLS]-pooled head reads: for the [CLS] row alone the cross-attention output projection (its context
+    is zero: the [CLS] may not cross-attend) and the feed-forward block. Without a cache the documents' lower layers
+    run too. Lengths are without padding, which the model never computes on.
     """
-    lower_query = fusion_layer * encoder_layer_flops(query_length, hidden, intermediate)
     self_attention = 4 * _linear(query_length, hidden, hidden) + _attention(query_length, query_length, hidden)
+    once = fusion_layer * encoder_layer_flops(query_length, hidden, intermediate) + self_attention
     interaction = (
-        self_attention
-        + 2 * _linear(query_length, hidden, hidden)  # cross-attention query and output projections
+        2 * _linear(query_length, hidden, hidden)  # cross-attention query and output projections
         + 2 * _linear(doc_length, hidden, hidden)  # cross-attention keys and values of the document
         + _attention(query_length, doc_length, hidden)
         + _feed_forward(query_length, hidden, intermediate)
+        + self_attention  # the next layer's
     )
-    last = self_attention + _linear(1, hidden, hidden) + _feed_forward(1, hidden, intermediate)
+    last = _linear(1, hidden, hidden) + _feed_forward(1, hidden, intermediate)
     per_doc = (interaction_layers - 1) * interaction + last + head_flops(hidden, labels)
     if not cached:
         per_doc += fusion_layer * encoder_layer_flops(doc_length, hidden, intermediate)
-    return lower_query + docs * per_doc
+    return once + docs * per_doc
 
 
 # ---- inputs

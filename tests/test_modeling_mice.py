@@ -92,7 +92,7 @@ def test_interaction_layers_are_the_backbone_layers_on_the_query(backbones, fami
     run on the query alone: same weights, positions (absolute, relative, rotary) and local/global windows. The query is
     longer than ModernBERT's tiny sliding window, so a wrong window would show. With fusion layer 1, ModernBERT's
     independent part is one global layer and the interaction layers include sliding ones."""
-    from modeling_mice.modeling_mice import _EncoderFamily
+    from modeling_mice.modeling_mice import MiceModel
 
     model = MiceForSequenceClassification.from_backbone(
         str(backbones[family]), fusion_layer=fusion_layer, interaction_layers=4 - fusion_layer, mask_query_to_cls=False
@@ -106,9 +106,7 @@ def test_interaction_layers_are_the_backbone_layers_on_the_query(backbones, fami
     inputs = tokenizer(queries, padding=True, return_tensors="pt")
     if "token_type_ids" in inputs and getattr(backbone.config, "type_vocab_size", 0) <= 1:
         inputs.pop("token_type_ids")
-    monkeypatch.setattr(
-        _EncoderFamily, "cross_attention", lambda self, model, layer, cross, hidden, *rest: (hidden, None)
-    )
+    monkeypatch.setattr(MiceModel, "_cross_attention", lambda self, layer, cross, hidden, *rest: (hidden, None))
     with torch.no_grad():
         reference = backbone(**inputs).last_hidden_state
         q = model.tokenize_queries(tokenizer, queries)
@@ -143,6 +141,32 @@ def test_scores_independent_of_batch_and_padding(models, family):
     assert (together - alone).abs().max() <= TOL
     assert (together - reordered).abs().max() <= TOL
     assert (together - padded[: len(DOCUMENTS)]).abs().max() <= TOL
+
+
+def test_padding_is_never_projected_and_the_first_self_attention_runs_once_per_query(models):
+    """The cross-attention keys/values and the feed-forward see only the valid tokens (their counts, by hand), and the
+    first interaction layer's self-attention sees each query once, not once per document."""
+    model, tokenizer = models["bert"]
+    queries, documents = QUERIES[:2], DOCUMENTS[:4]  # 2 queries x 2 documents
+    q = model.tokenize_queries(tokenizer, queries)
+    d = model.tokenize_documents(tokenizer, documents)
+    seen: dict[str, list[tuple[int, ...]]] = {"key": [], "ffn": [], "self": []}
+    first, second = model.mice.interaction
+    hooks = [
+        model.mice.cross_attention[0].self.key.register_forward_hook(lambda m, i, o: seen["key"].append(i[0].shape)),
+        first.intermediate.register_forward_hook(lambda m, i, o: seen["ffn"].append(i[0].shape)),
+        first.attention.register_forward_hook(lambda m, i, o: seen["self"].append(i[0].shape)),
+    ]
+    with torch.no_grad():
+        model(**q, **d)
+    for hook in hooks:
+        hook.remove()
+    document_tokens = int(d["document_attention_mask"].sum())
+    query_tokens_per_pair = int(q["query_attention_mask"].sum(dim=1).repeat_interleave(2).sum())
+    assert seen["key"] == [(document_tokens, model.config.encoder_config.hidden_size)]
+    assert seen["ffn"] == [(query_tokens_per_pair, model.config.encoder_config.hidden_size)]
+    assert seen["self"][0][0] == len(queries)
+    assert document_tokens < d["document_attention_mask"].numel()  # the batch does hold padding
 
 
 @pytest.mark.parametrize("family", FAMILIES)
