@@ -70,12 +70,19 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
         hyperparameters = record["hyperparameters"]
         assert hyperparameters["max_steps"] == TINY[f"{kind.replace('-', '_')}_steps"]
         assert (hyperparameters["dropout"], hyperparameters["max_grad_norm"]) == (0.0, 0.0)  # the cpu preset's
+        assert "dev" not in record["data"]  # the cpu preset spends no time on dev losses
         # The model card reads the figures from the model folder.
         assert json.loads((output / "models" / kind / "evaluation.json").read_text()) == evaluation
     mice_record = json.loads((output / "models" / "mice" / "training_record.json").read_text())
     assert (mice_record["fusion_layer"], mice_record["interaction_layers"]) == (2, 2)
     # The cpu preset trains MICE above its frozen independent layers: only the interaction layers and the head.
     assert mice_record["trainable_parameters"] < mice_record["num_parameters"]
+    assert sorted(path.stem for path in (output / "steps").glob("*.json")) == [
+        "evaluate",
+        "teacher-train",
+        "train-cross-encoder",
+        "train-mice",
+    ]
     for name in ("report.md", "evaluation.md", "effectiveness.png", "latency.png"):
         assert (report.parent / name).stat().st_size > 0
     markdown = report.read_text()
