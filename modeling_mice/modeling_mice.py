@@ -523,16 +523,18 @@ class _ModernBertFamily(_EncoderFamily):
         )[0]
         return hidden + attention
 
+    @staticmethod
+    def _fused(cross, states, rows: slice) -> torch.Tensor:
+        """`states` through the `rows` of the fused `Wqkv` projection (Q: the first third; K and V: the rest)."""
+        bias = cross.Wqkv.bias
+        return F.linear(states, cross.Wqkv.weight[rows], None if bias is None else bias[rows])
+
     def cross_query(self, layer, cross, hidden):
-        width = cross.Wqkv.out_features // 3
-        weight, bias = cross.Wqkv.weight, cross.Wqkv.bias
-        return F.linear(layer.attn_norm(hidden), weight[:width], None if bias is None else bias[:width])
+        return self._fused(cross, layer.attn_norm(hidden), slice(None, cross.Wqkv.out_features // 3))
 
     def cross_key_value(self, layer, cross, documents):
-        width = cross.Wqkv.out_features // 3
-        weight, bias = cross.Wqkv.weight, cross.Wqkv.bias
-        projected = F.linear(layer.attn_norm(documents), weight[width:], None if bias is None else bias[width:])
-        return projected.chunk(2, dim=-1)
+        keys_values = self._fused(cross, layer.attn_norm(documents), slice(cross.Wqkv.out_features // 3, None))
+        return keys_values.chunk(2, dim=-1)
 
     def cross_settings(self, layer, cross):
         return cross.head_dim**-0.5, cross.attention_dropout, cross
@@ -746,6 +748,7 @@ class MiceModel(MicePreTrainedModel):
             can_cross[:, 0] = False
         cross_allowed = can_cross[:, None, :, None] & document_valid[:, None, None, :]
 
+        query_tokens = _Tokens(query_attention_mask.bool())
         cross_attentions = []
         last = len(layers) - 1
         for index, (layer, cross) in enumerate(layers):
@@ -757,7 +760,7 @@ class MiceModel(MicePreTrainedModel):
                     cross_allowed[:, :, :1],
                     query_attention_mask[:, :1],
                 )
-            query_tokens = _Tokens(query_attention_mask.bool())
+                query_tokens = _Tokens(query_attention_mask.bool())
             if only_cls and index == last and self.config.mask_cls_to_doc:
                 # The [CLS] may not cross-attend: its context is exactly zero, so the documents are not projected.
                 hidden = family.cross_output(layer, cross, torch.zeros_like(hidden), hidden)
@@ -788,7 +791,8 @@ class MiceModel(MicePreTrainedModel):
         """One light cross-attention block; `documents` are the packed valid document tokens `(T, H)`."""
         family = self.family
         heads = self.config.encoder_config.num_attention_heads
-        query = query_tokens.unpack(family.cross_query(layer, cross, query_tokens.pack(hidden)))
+        packed = query_tokens.pack(hidden)
+        query = query_tokens.unpack(family.cross_query(layer, cross, packed))
         key, value = (document_tokens.unpack(states) for states in family.cross_key_value(layer, cross, documents))
         scaling, dropout, owner = family.cross_settings(layer, cross)
         context, weights = _cross_attend(
@@ -802,7 +806,7 @@ class MiceModel(MicePreTrainedModel):
             dropout,
             need_weights,
         )
-        output = family.cross_output(layer, cross, query_tokens.pack(context), query_tokens.pack(hidden))
+        output = family.cross_output(layer, cross, query_tokens.pack(context), packed)
         return query_tokens.unpack(output, hidden), weights
 
     # -- joint pairs -----------------------------------------------------------------------------------------------

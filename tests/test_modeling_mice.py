@@ -151,7 +151,7 @@ def test_padding_is_never_projected_and_the_first_self_attention_runs_once_per_q
     q = model.tokenize_queries(tokenizer, queries)
     d = model.tokenize_documents(tokenizer, documents)
     seen: dict[str, list[tuple[int, ...]]] = {"key": [], "ffn": [], "self": []}
-    first, second = model.mice.interaction
+    first = model.mice.interaction[0]
     hooks = [
         model.mice.cross_attention[0].self.key.register_forward_hook(lambda m, i, o: seen["key"].append(i[0].shape)),
         first.intermediate.register_forward_hook(lambda m, i, o: seen["ffn"].append(i[0].shape)),
