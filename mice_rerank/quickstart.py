@@ -290,7 +290,7 @@ def run_quickstart(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("mice-quickstart"), help="where everything is written")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: 3-14 min on 2 cores; gpu: bigger")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: 3-14 min, 2 cores; gpu: bigger")
     parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="BEIR folder with train, dev and test qrels")
     parser.add_argument("--backbone", help="encoder folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--cross-encoder-steps", type=int, help="override the preset's cross-encoder training steps")
