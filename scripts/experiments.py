@@ -101,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
     parser.add_argument("--backbone", help="default: the packaged all-MiniLM-L6-v2")
-    parser.add_argument("--fusion-layer", type=int, default=3)
+    # ℓ2+2 nearly doubles ℓ3+2 on MiniLM-L6 with every score-distillation objective (docs/results.md, session 7).
+    parser.add_argument("--fusion-layer", type=int, default=2)
     parser.add_argument("--interaction-layers", type=int, default=2)
     parser.add_argument("--train-queries", type=int, default=800)
     parser.add_argument("--candidates", type=int, default=20)
