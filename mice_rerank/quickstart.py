@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Preset:
-    """How big the quickstart is. ``cpu``: 3 to 14 minutes on two CPU cores, by the host (docs/results.md); ``gpu``:
-    a real run."""
+    """How big the quickstart is. ``cpu``: 3 minutes on the current 2-core host, where the previous, costlier preset
+    took 12-15 minutes on slower ones (docs/results.md); ``gpu``: a real run (not measured yet)."""
 
     candidates: int  # BM25 candidates scored by the teacher per training query
     teacher_max_length: int | None  # bi-encoder teacher tokens per text (None: the model's own limit)
@@ -290,7 +290,9 @@ def run_quickstart(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("mice-quickstart"), help="where everything is written")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: 3-14 min, 2 cores; gpu: bigger")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="cpu: minutes on 2 CPU cores; gpu: bigger"
+    )
     parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="BEIR folder with train, dev and test qrels")
     parser.add_argument("--backbone", help="encoder folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--cross-encoder-steps", type=int, help="override the preset's cross-encoder training steps")
