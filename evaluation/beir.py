@@ -33,8 +33,7 @@ class BeirData:
 
     def document_text(self, doc_id: str) -> str:
         """The text a model sees for a document: ``title + " " + text`` (as BEIR's re-ranker does)."""
-        doc = self.corpus[doc_id]
-        return f"{doc['title']} {doc['text']}".strip()
+        return document_text(self.corpus[doc_id])
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -87,6 +86,19 @@ def read_qrels(path: Path) -> Qrels:
     return qrels
 
 
+def read_corpus(path: str | Path) -> dict[str, dict[str, str]]:
+    """``corpus.jsonl`` as ``{doc_id: {"title", "text"}}`` (a missing title is ``""``)."""
+    return {
+        str(doc["_id"]): {"title": doc.get("title") or "", "text": doc["text"] or ""}
+        for doc in read_jsonl(Path(path), ("_id", "text"))
+    }
+
+
+def document_text(document: dict[str, str]) -> str:
+    """The text a model sees for a document: ``title + " " + text`` (as BEIR's re-ranker does)."""
+    return f"{document['title']} {document['text']}".strip()
+
+
 def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     """Load one split of a BEIR folder; queries are restricted to those judged in the split.
 
@@ -99,10 +111,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
         raise BeirFormatError(
             f"{folder} is not a folder; pass a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)"
         )
-    corpus = {
-        str(doc["_id"]): {"title": doc.get("title") or "", "text": doc["text"] or ""}
-        for doc in read_jsonl(folder / "corpus.jsonl", ("_id", "text"))
-    }
+    corpus = read_corpus(folder / "corpus.jsonl")
     all_queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
     qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from . import quickstart
+from . import convert, quickstart
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +17,14 @@ def main(argv: list[str] | None = None) -> int:
             "quickstart",
             help="teacher data, distil MICE and a cross-encoder, evaluate, report (resumable)",
             description=quickstart.__doc__,
+        )
+    )
+    convert.add_arguments(
+        commands.add_parser(
+            "convert",
+            help="convert a trained cross-encoder into MICE that ranks like it (no labels needed)",
+            description=convert.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
     args = parser.parse_args(argv)
@@ -31,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             mice_steps=args.mice_steps,
         )
         print(f"report: {report}")
+    elif args.command == "convert":
+        return convert.run(args)
     return 0
 
 

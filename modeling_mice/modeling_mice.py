@@ -120,11 +120,15 @@ class MiceModelOutput(ModelOutput):
         attention_mask: `(N, Lq)` the query mask of each pair.
         cross_attentions: with `output_attentions=True`, one `(N, heads, Lq, Ld)` tensor per interaction layer: the
             attention of each query token over the document tokens (rows of masked query tokens are zero).
+        hidden_states: with `output_hidden_states=True`, the query states entering the interaction layers (output of
+            layer `fusion_layer - 1`, `(N, Lq, H)`) followed by the output of each interaction layer, the last one
+            equal to `last_hidden_state` (so `(N, 1, H)` when only the [CLS] row of the last layer is computed).
     """
 
     last_hidden_state: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     cross_attentions: tuple[torch.Tensor, ...] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -718,6 +722,7 @@ class MiceModel(MicePreTrainedModel):
         document_states: MiceDocumentStates,
         output_attentions: bool = False,
         only_cls: bool = False,
+        output_hidden_states: bool = False,
     ) -> MiceModelOutput:
         """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q).
 
@@ -750,6 +755,7 @@ class MiceModel(MicePreTrainedModel):
 
         query_tokens = _Tokens(query_attention_mask.bool())
         cross_attentions = []
+        hidden_states = [query_states.repeat_interleave(per_query, dim=0)] if output_hidden_states else None
         last = len(layers) - 1
         for index, (layer, cross) in enumerate(layers):
             if index > 0:
@@ -771,10 +777,14 @@ class MiceModel(MicePreTrainedModel):
                 if output_attentions:
                     cross_attentions.append(weights)
             hidden = query_tokens.unpack(family.feed_forward(layer, query_tokens.pack(hidden)), hidden)
+            if output_hidden_states and index < last:
+                hidden_states.append(hidden)
+        hidden = family.finalize(self, hidden)
         return MiceModelOutput(
-            last_hidden_state=family.finalize(self, hidden),
+            last_hidden_state=hidden,
             attention_mask=query_attention_mask,
             cross_attentions=tuple(cross_attentions) if output_attentions else None,
+            hidden_states=(*hidden_states, hidden) if output_hidden_states else None,
         )
 
     def _query_self_mask(self, query_valid: torch.Tensor) -> torch.Tensor:
@@ -901,6 +911,7 @@ class MiceModel(MicePreTrainedModel):
         document_states: MiceDocumentStates | None = None,
         output_attentions: bool | None = None,
         only_cls: bool = False,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> MiceModelOutput:
         output_attentions = bool(output_attentions)
@@ -926,7 +937,9 @@ class MiceModel(MicePreTrainedModel):
                 )
             document_states = self.encode_documents(document_input_ids, document_attention_mask)
         query_states = self.encode_queries(query_input_ids, query_attention_mask)
-        return self.interact(query_states, query_attention_mask, document_states, output_attentions, only_cls)
+        return self.interact(
+            query_states, query_attention_mask, document_states, output_attentions, only_cls, bool(output_hidden_states)
+        )
 
 
 class MiceForSequenceClassification(MicePreTrainedModel):
@@ -1106,7 +1119,9 @@ class MiceForSequenceClassification(MicePreTrainedModel):
 
     def _logits(self, output: MiceModelOutput) -> MiceSequenceClassifierOutput:
         logits = self.mice.family.classify(self, self._pool(output))
-        return MiceSequenceClassifierOutput(logits=logits, cross_attentions=output.cross_attentions)
+        return MiceSequenceClassifierOutput(
+            logits=logits, cross_attentions=output.cross_attentions, hidden_states=output.hidden_states
+        )
 
     def score(
         self,
@@ -1114,12 +1129,18 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         query_attention_mask: torch.Tensor,
         document_states: MiceDocumentStates,
         output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> MiceSequenceClassifierOutput:
         """Score Q queries against N pre-encoded documents (N a multiple of Q): query i against documents
         `i*N/Q .. (i+1)*N/Q - 1`. Runs each query's lower layers once; `logits` are `(N, num_labels)` raw scores."""
         query_states = self.mice.encode_queries(query_input_ids, query_attention_mask)
         output = self.mice.interact(
-            query_states, query_attention_mask, document_states, output_attentions, self._only_cls(output_attentions)
+            query_states,
+            query_attention_mask,
+            document_states,
+            output_attentions,
+            self._only_cls(output_attentions),
+            output_hidden_states,
         )
         return self._logits(output)
 
@@ -1135,6 +1156,7 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         document_states: MiceDocumentStates | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> MiceSequenceClassifierOutput:
         """Raw scores `(N, num_labels)` for joint pairs, separate inputs or cached documents (see `MiceModel`).
@@ -1153,6 +1175,7 @@ class MiceForSequenceClassification(MicePreTrainedModel):
             document_states=document_states,
             output_attentions=output_attentions,
             only_cls=self._only_cls(output_attentions),
+            output_hidden_states=output_hidden_states,
         )
         result = self._logits(output)
         if labels is not None:
