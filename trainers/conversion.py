@@ -10,7 +10,7 @@ document's frozen states. The student then learns to undo that change on the use
    or pseudo-queries made from the corpus when the folder has none (``trainers.synthetic_queries``);
 2. **the parent's scores**: BM25's top ``depth`` documents for each query, scored by the parent (raw logits), saved
    as a teacher dataset (resumable);
-3. **distillation** on lists of ``list_size`` of those documents (``ConversionLoss``): the KL divergence between
+3. **distillation** on those lists (or ``list_size`` documents of each) (``ConversionLoss``): the KL divergence between
    the parent's and the student's score distributions over each list (ranking), the mean squared error of the raw
    logits (the student keeps the parent's score scale, so thresholds and score fusions carry over) and, optionally,
    the alignment of the student's query states with the parent's at each interaction layer (which the student's
@@ -83,7 +83,13 @@ class ConversionConfig:
         default=200, metadata={"help": "queries kept out of training to measure agreement with the parent"}
     )
     depth: int = field(default=30, metadata={"help": "BM25 candidates per query that the parent scores"})
-    list_size: int = field(default=8, metadata={"help": "candidates per query in a training list"})
+    list_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "candidates per query in a training list (default: all `depth`; with the lower layers frozen a "
+            "document costs little more than its share of the interaction layers)"
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "queries per training step"})
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (linear decay)"})
     warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps"})
@@ -114,13 +120,13 @@ class ConversionConfig:
     def __post_init__(self) -> None:
         if self.queries not in QUERY_SOURCES:
             raise ConversionError(f"queries must be one of {QUERY_SOURCES}, got {self.queries!r}")
-        positive = ("steps", "max_queries", "depth", "list_size", "batch_size", "scoring_batch_size")
+        positive = ("steps", "max_queries", "depth", "batch_size", "scoring_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConversionError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.list_size < 2:
+        if self.list_size is not None and self.list_size < 2:
             raise ConversionError(f"list_size must be at least 2 (a ranking needs two documents), got {self.list_size}")
-        if self.list_size > self.depth:
+        if self.list_size is not None and self.list_size > self.depth:
             raise ConversionError(f"list_size ({self.list_size}) cannot exceed depth ({self.depth})")
         if min(self.kl_weight, self.mse_weight, self.alignment_weight) < 0 or not (
             self.kl_weight or self.mse_weight or self.alignment_weight
@@ -323,8 +329,10 @@ def build_parent_scores(config: ConversionConfig, data: ConversionData, folder: 
     return dataset
 
 
-def split_held_out(dataset, held_out: int, list_size: int, seed: int):
-    """``(train, held_out)`` slices of a teacher dataset's lists; lists shorter than ``list_size`` are left out."""
+def split_held_out(dataset, held_out: int, list_size: int | None, seed: int):
+    """``(train, held_out)`` slices of a teacher dataset's lists; lists shorter than ``list_size`` (default 2) are
+    left out."""
+    list_size = list_size or 2
     lengths = np.array([len(ids) for ids in dataset.train["document_ids"]])
     usable = np.flatnonzero(lengths >= list_size)
     if len(usable) < len(lengths):
@@ -669,7 +677,7 @@ def convert(config: ConversionConfig) -> ConversionResult:
         data={
             "dataset": data.name,
             "train_queries": len(train_rows),
-            "list_size": config.list_size,
+            "list_size": config.list_size or config.depth,
             "sampling": "random",
             "query_source": data.source,
         },
