@@ -182,12 +182,15 @@ def inspect_parent(path: str) -> ParentInfo:
 
 
 def _parent_max_length(path: str) -> int | None:
-    """The pair length the parent was used with (sentence-transformers' ``max_seq_length``), when recorded."""
-    settings = Path(path) / "sentence_bert_config.json"
-    if settings.is_file():
-        value = json.loads(settings.read_text(encoding="utf-8")).get("max_seq_length")
-        return int(value) if value else None
-    return None
+    """The longest pair the parent reads: its tokenizer's ``model_max_length`` (sentence-transformers' CrossEncoder
+    saves its ``max_length`` there), or None when the tokenizer sets no real limit."""
+    from transformers import AutoTokenizer
+
+    try:
+        limit = AutoTokenizer.from_pretrained(path).model_max_length
+    except (OSError, ValueError):
+        return None
+    return int(limit) if limit and limit < 1_000_000 else None
 
 
 def resolve_layers(config: ConversionConfig, parent: ParentInfo) -> tuple[int, int]:
