@@ -26,11 +26,11 @@ import sys
 
 from tqdm.auto import tqdm
 
-from evaluation.beir import BeirData, load_beir
-from evaluation.bm25 import BM25Retriever
-from trainers.candidates import candidates_from_run_file, mine_bm25_candidates
-from trainers.teacher_data import build_from_beir
-from trainers.teachers import (
+from ranking_data.beir import BeirData, load_beir
+from ranking_data.bm25 import BM25Retriever
+from ranking_data.candidates import candidates_from_run_file, mine_bm25_candidates
+from ranking_data.teacher_data import build_from_beir
+from ranking_data.teachers import (
     BiEncoderTeacher,
     BM25Teacher,
     CrossEncoderTeacher,
