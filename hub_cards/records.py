@@ -41,7 +41,7 @@ class EvaluationResults:
     settings: dict[str, Any]
     datasets: dict[str, dict[str, Any]]  # dataset -> split, queries, documents, ...
     systems: dict[str, SystemResults]
-    significance_test: str | None = None  # e.g. "paired two-sided Student's t-test (ranx.compare)"
+    significance_test: str | None = None  # e.g. "paired two-sided Student's t-test (scipy.stats.ttest_rel)"
     max_p: float | None = None
 
 

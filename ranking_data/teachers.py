@@ -254,8 +254,8 @@ class EnsembleTeacher(Teacher):
     an affine map per query it keeps each member's order and the ratios of its score gaps, which is what pairwise
     (MarginMSE) and listwise objectives learn from.
 
-    ``"minmax"`` (default) maps each member's list to [0, 1]; it is the normalisation of the "hybrid" measured in
-    ``docs/offline.md`` (BM25 + MiniLM cosine on debian-known-item) and keeps the ensemble score in [0, 1].
+    ``"minmax"`` (default) maps each member's list to [0, 1]; it is the normalisation of the offline teacher
+    (BM25 + MiniLM cosine, measured on the packaged sample in docs/results.md) and keeps the ensemble score in [0, 1].
     ``"zscore"`` is less sensitive to one outlying top score but unbounded. Either way the scale of the result
     is per query: absolute scores are not comparable across queries, margins within a list are.
     """

@@ -1,5 +1,9 @@
-"""Distributed training: `accelerate launch --num_processes 2 --cpu` (gloo) on a tiny MICE reaches the weights of one
-process with twice the per-device batch, and resumes from its checkpoint as two processes."""
+"""Distributed training: two processes started by `accelerate launch` on the CPU (gloo) train a tiny MICE to the weights
+of one process with twice the per-device batch, and resume from their checkpoint as two processes.
+
+(`accelerate launch --cpu --num_processes 2` starts a single process unless an MPI hostfile is given; accelerate's
+torchrun launcher, `--multi_gpu --num_processes 2`, starts two, which ``DistillationTrainingArguments`` puts on the CPU
+over gloo when the machine has no accelerator.)"""
 
 from __future__ import annotations
 
@@ -36,7 +40,11 @@ def workspace(tmp_path_factory) -> Path:
     documents = {f"d{i}": f"debian package {i % 7} ships the {i} tool" for i in range(40)}
     queries = {f"q{i}": f"which package has tool {i}" for i in range(QUERIES)}
     rows = [
-        {"query_id": f"q{i}", "document_ids": [f"d{(3 * i + j) % 40}" for j in range(4)], "scores": [3.0, 2.0, 1.5, 0.1 * i]}
+        {
+            "query_id": f"q{i}",
+            "document_ids": [f"d{(3 * i + j) % 40}" for j in range(4)],
+            "scores": [3.0, 2.0, 1.5, 0.1 * i],
+        }
         for i in range(QUERIES)
     ]
     TeacherDataset.from_records(rows, queries, documents).save_to_disk(folder / "teacher")
@@ -69,11 +77,12 @@ def free_port() -> int:
 
 
 def launch_two_processes(config: Path, *flags: str) -> dict:
-    """`accelerate launch --num_processes 2 --cpu scripts/train.py CONFIG FLAGS`; the summary the main process prints."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
+    """`accelerate launch --multi_gpu --num_processes 2 scripts/train.py CONFIG FLAGS` on this machine's CPU; the
+    summary the main process prints."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += ["--main_process_port", str(free_port()), str(REPO / "scripts" / "train.py"), str(config), *flags]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     summaries = [line for line in result.stdout.splitlines() if line.startswith('{"output_dir"')]
@@ -85,7 +94,9 @@ def test_two_processes_with_half_the_batch_reach_one_process_weights_and_resume(
     config = workspace / "run.yaml"
     two = workspace / "two-processes"
     # Two steps as two processes, two per device...
-    first = launch_two_processes(config, "--per_device_train_batch_size", "2", "--max_steps", "2", "--output_dir", str(two))
+    first = launch_two_processes(
+        config, "--per_device_train_batch_size", "2", "--max_steps", "2", "--output_dir", str(two)
+    )
     assert first["resumed_from"] is None
     checkpoint = two / "checkpoint-2"
     assert {path.name for path in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}

@@ -10,6 +10,7 @@ separate-input forward when the model is MICE, and every objective computes its 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,10 @@ class DistillationTrainingArguments(CrossEncoderTrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.accelerator.is_available():
+            # Several processes on a machine without an accelerator: data-parallel on the CPU over gloo (accelerate's
+            # MULTI_CPU). Without use_cpu, transformers would let every process train alone on the whole data.
+            self.use_cpu = True
         super().__post_init__()
         if self.head_learning_rate is not None:
             self.learning_rate_mapping = {**self.learning_rate_mapping, HEAD_PARAMETERS: self.head_learning_rate}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ OBJECTIVE_ALIASES = {
 }
 # The untrained model's dev figures, kept on disk so that a resumed run still reports them.
 DEV_BEFORE_TRAINING = "dev_before_training.json"
+# Where a distributed run's main process saves the initial student for the other processes (removed once loaded).
+INITIAL_MODEL = "initial_model"
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +107,13 @@ def dropout_overrides(backbone: str, probability: float | None) -> dict[str, flo
     }
 
 
-def build_model(config: ModelConfig):
-    """A ``CrossEncoder``: the backbone with a one-label head, or MICE built from the backbone."""
+def build_model(config: ModelConfig, folder: str | Path | None = None):
+    """A ``CrossEncoder``: the backbone with a one-label head, or MICE built from the backbone.
+
+    MICE is saved to ``folder`` (default: a temporary one) and loaded from there as a CrossEncoder, so that the
+    remote-code files travel with it into every checkpoint. In a distributed run only the main process writes model
+    files: give every process the same ``folder`` and let the main process build it first.
+    """
     from sentence_transformers.cross_encoder import CrossEncoder
     from transformers import AutoTokenizer
 
@@ -129,8 +137,8 @@ def build_model(config: ModelConfig):
         encoder_kwargs=dropout,
         **options,
     )
-    # CrossEncoder loads from a folder; the remote-code files travel with it into every checkpoint.
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = str(folder or temporary)
         mice.save_pretrained(folder)
         AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
         model = CrossEncoder(folder, trust_remote_code=True)
@@ -182,6 +190,7 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train the student of ``config`` and save it to ``config.training.output_dir``; see the module docstring."""
+    from accelerate import PartialState
     from transformers import set_seed
 
     from ranking_data.teacher_data import TeacherDataset
@@ -189,7 +198,14 @@ def train(config: TrainConfig) -> TrainResult:
     args, distillation = config.training, config.distillation
     output_dir = Path(args.output_dir)
     set_seed(args.seed)
-    model = build_model(config.model)
+    processes = PartialState()
+    # Several processes: the main one writes the student's initial folder, then the others load it (the same weights).
+    initial = output_dir / INITIAL_MODEL if processes.num_processes > 1 else None
+    with processes.main_process_first():
+        model = build_model(config.model, initial)
+    processes.wait_for_everyone()
+    if initial is not None and processes.is_main_process:
+        shutil.rmtree(initial, ignore_errors=True)
     loss = build_loss(model, distillation.objectives)
 
     teacher = TeacherDataset.load_from_disk(distillation.teacher_data)
