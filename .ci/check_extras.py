@@ -44,7 +44,8 @@ for target in sys.argv[1:]:
     try:
         if target.endswith(".py"):
             spec = importlib.util.spec_from_file_location("covered_file", target)
-            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+            sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+            spec.loader.exec_module(sys.modules[spec.name])
             continue
         package = importlib.import_module(target)
         for module in pkgutil.walk_packages(package.__path__, target + "."):

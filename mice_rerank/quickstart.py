@@ -316,13 +316,7 @@ def run(args: argparse.Namespace) -> int:
 
     for split in ("train", "test") + (("dev",) if PRESETS[args.preset].dev_loss else ()):
         load_beir(args.data, split)
-    report = run_quickstart(
-        args.output,
-        args.preset,
-        data=args.data,
-        backbone=args.backbone,
-        cross_encoder_steps=args.cross_encoder_steps,
-        mice_steps=args.mice_steps,
-    )
+    steps = {"cross_encoder_steps": args.cross_encoder_steps, "mice_steps": args.mice_steps}
+    report = run_quickstart(args.output, args.preset, data=args.data, backbone=args.backbone, **steps)
     print(f"report: {report}")
     return 0

@@ -290,3 +290,17 @@ def test_head_learning_rate_applies_to_exactly_the_classification_head(model_kin
     head = [p for group in optimizer.param_groups if group["lr"] == 0.5 for p in group["params"]]
     expected = [p for name, p in model.named_parameters() if ("classifier" in name or "classification_head" in name)]
     assert head and {id(p) for p in head} == {id(p) for p in expected}
+
+
+def test_evaluation_loss_is_the_loss_of_the_evaluation_rows(mice_folder, tmp_path):
+    model = CrossEncoder(mice_folder, trust_remote_code=True)
+    arguments = DistillationTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], per_device_eval_batch_size=2, save_strategy="no"
+    )
+    loss = MarginMSELoss(model)
+    trainer = DistillationTrainer(model=model, args=arguments, train_dataset=rows(), eval_dataset=rows(), loss=loss)
+    metrics = trainer.evaluate()
+    model.eval()
+    with torch.no_grad():
+        expected = batch_loss(trainer, rows())
+    assert metrics["eval_loss"] == pytest.approx(expected.item(), abs=1e-5)
