@@ -1,13 +1,11 @@
-"""Evaluation of re-rankers on BEIR-layout collections.
+"""Evaluation of re-rankers on BEIR-layout collections (loaded by ``ranking_data``).
 
 Modules (import what you need; none is imported here, so ``import evaluation`` stays light):
 
-- ``beir``: ``load_beir`` (validated loading), ``read_trec_run`` / ``write_trec_run``;
-- ``bm25``: ``BM25Retriever`` (bm25s, Lucene k1=0.9 b=0.4), the shared first stage;
 - ``metrics``: ``evaluate_run``, ``per_query_scores``, ``compare_runs`` (ir-measures metrics, paired t-tests);
 - ``rerankers``: ``CrossEncoderReranker``, ``MiceReranker`` (pre-encoded documents), ``load_reranker``;
 - ``document_cache``: ``DocumentStateCache``, the safetensors cache of MICE document states;
-- ``harness``: ``evaluate_systems`` (what ``scripts/evaluate.py`` runs), ``rerank``, ``latency_curve``;
+- ``harness``: ``EvaluationConfig`` and ``evaluate`` (what ``mice evaluate`` runs), ``rerank``, ``latency_curve``;
 - ``report``: markdown tables and PNG plots from ``evaluation.json``;
 - ``mteb_task``: an MTEB re-ranking task and model wrapper, and sentence-transformers' re-ranking evaluators.
 """

@@ -1,8 +1,9 @@
 """Re-rank a first-stage run on BEIR-layout folders with several systems and report effectiveness and latency.
 
-``evaluate_systems`` is what ``scripts/evaluate.py`` and the quickstart call. For each folder it builds the first
-stage (BM25 with bm25s, or a TREC run file), re-ranks its top ``depth`` documents with every system, evaluates every
-run with ir-measures (the first stage included), runs paired t-tests between systems, and times each query's re-ranking.
+``evaluate(EvaluationConfig(...))`` is what ``mice evaluate``, ``scripts/evaluate.py`` and the quickstart run. For
+each folder it builds the first stage (BM25 with bm25s, or a TREC run file), re-ranks its top ``depth`` documents
+with every system, evaluates every run with ir-measures (the first stage included), runs paired t-tests (scipy)
+between systems, and times each query's re-ranking.
 A re-ranked run is the re-ranked top ``depth`` followed by the rest of the first-stage ranking in its order, so
 R@100 and MAP stay comparable with the first stage at any depth.
 """
@@ -11,25 +12,36 @@ from __future__ import annotations
 
 import json
 import platform
-import random
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .beir import BeirData, BeirFormatError, Run, load_beir, read_trec_run, write_trec_run
-from .bm25 import BM25Retriever
+from ranking_data.beir import (
+    BeirData,
+    BeirFormatError,
+    Run,
+    load_beir,
+    read_trec_run,
+    subsample_queries,
+    top_documents,
+    write_trec_run,
+)
+from ranking_data.bm25 import BM25Retriever
+
 from .document_cache import model_fingerprint
 from .metrics import DEFAULT_METRICS, compare_runs
 from .rerankers import load_reranker
 
 BM25 = "bm25"
+BM25_DESCRIPTION = "bm25 (bm25s, Lucene k1=0.9 b=0.4, English stopwords + Snowball stemmer)"
 
 
 @dataclass
@@ -54,16 +66,6 @@ def summarize_latency(milliseconds: list[float]) -> dict[str, float]:
         "p50_ms": float(np.percentile(values, 50)),
         "p95_ms": float(np.percentile(values, 95)),
     }
-
-
-def subsample_queries(data: BeirData, max_queries: int | None, seed: int = 0) -> BeirData:
-    """At most ``max_queries`` judged queries, drawn reproducibly with ``seed`` (all of them when ``None``)."""
-    if max_queries is None or max_queries >= len(data.queries):
-        return data
-    if max_queries < 1:
-        raise ValueError(f"max_queries must be at least 1, got {max_queries}")
-    kept = sorted(random.Random(seed).sample(sorted(data.queries), max_queries))
-    return replace(data, queries={q: data.queries[q] for q in kept}, qrels={q: data.qrels[q] for q in kept})
 
 
 def bm25_first_stage(data: BeirData, k: int = 1000, show_progress: bool = False) -> tuple[Run, float]:
@@ -99,11 +101,6 @@ def check_run(run: Run, data: BeirData, source: str) -> Run:
             stacklevel=2,
         )
     return {query_id: run.get(query_id, {}) for query_id in data.queries}
-
-
-def top_documents(ranking: dict[str, float], depth: int) -> list[str]:
-    """Document ids of a ranking, best first (ties broken by id, so every system sees the same order)."""
-    return [doc_id for doc_id, _ in sorted(ranking.items(), key=lambda item: (-item[1], item[0]))][:depth]
 
 
 def rerank(
@@ -224,153 +221,209 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def evaluate_systems(
-    data_folders: list[str | Path],
-    models: list[str],
-    split: str = "test",
-    depth: int = 100,
-    run_files: list[str | Path] | None = None,
-    first_stage_k: int = 1000,
-    batch_size: int = 32,
-    max_queries: int | None = None,
-    seed: int = 0,
-    metrics: tuple[str, ...] = DEFAULT_METRICS,
-    max_p: float = 0.05,
-    baseline: str | None = None,
-    device: str | None = None,
-    cache_folder: str | Path | None = None,
-    runs_folder: str | Path | None = None,
-    mteb_folder: str | Path | None = None,
-    show_progress: bool = True,
-) -> dict:
-    """Evaluate the first stage and every model on every folder; returns the ``evaluation.json`` content.
+@dataclass
+class EvaluationConfig:
+    """What ``evaluate`` runs: the collections, the systems and how they are compared (``mice evaluate`` flags)."""
 
-    Args:
-        data_folders: BEIR-layout folders.
-        models: ``bm25`` (the first stage, always evaluated anyway), ``ce:PATH``, ``mice:PATH`` or a bare path/Hub id.
-        split: the qrels split to evaluate (``qrels/<split>.tsv``).
-        depth: how many first-stage documents each model re-ranks.
-        run_files: one TREC run per folder to use as first stage instead of BM25.
-        first_stage_k: how many documents BM25 retrieves (MAP and R@100 are computed over them).
-        max_queries: evaluate a reproducible sample of at most this many judged queries (``seed``).
-        baseline: the system the markdown table marks significance against (default: the first stage).
-        cache_folder: where MICE document states are cached on disk (none by default).
-        mteb_folder: if given, every model also runs through ``mteb.evaluate`` on the same candidates (an MTEB
-            re-ranking task per folder; results in MTEB's ResultCache layout there, scores under ``"mteb"``).
-        runs_folder: if given, every run is also written there as ``<dataset>/<system>.trec``, with a JSON record of
-            the run and its timings; a later call with the same settings reuses those records (resume).
+    data: list[str] = field(metadata={"help": "BEIR-layout folders."})
+    models: list[str] = field(
+        default_factory=lambda: [BM25],
+        metadata={"help": "bm25 (the first stage, evaluated anyway), ce:PATH, mice:PATH or a bare PATH / Hub id."},
+    )
+    split: str = field(default="test", metadata={"help": "The qrels split to evaluate (qrels/<split>.tsv)."})
+    depth: int = field(default=100, metadata={"help": "First-stage documents each model re-ranks per query."})
+    run_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "A TREC run per data folder as the first stage instead of BM25.", "aliases": ["--run"]},
+    )
+    first_stage_k: int = field(default=1000, metadata={"help": "Documents BM25 retrieves (MAP and R@100 over them)."})
+    batch_size: int = field(default=32, metadata={"help": "Documents scored per forward pass."})
+    max_queries: int | None = field(
+        default=None, metadata={"help": "Evaluate a reproducible sample of at most this many judged queries."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the query sample."})
+    metrics: list[str] = field(
+        default_factory=lambda: list(DEFAULT_METRICS), metadata={"help": "ir-measures metrics (names as in metrics)."}
+    )
+    max_p: float = field(default=0.05, metadata={"help": "Significance level of the paired t-tests."})
+    baseline: str | None = field(
+        default=None, metadata={"help": "The system significance markers refer to (default: the first stage)."}
+    )
+    device: str | None = field(default=None, metadata={"help": "Torch device of the models (default: automatic)."})
+    cache_folder: str | None = field(
+        default=None, metadata={"help": "On-disk cache of MICE document states.", "aliases": ["--cache"]}
+    )
+    runs_folder: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also write every run there as TREC files, with a record that a re-run with the same settings "
+            "reuses (resume).",
+            "aliases": ["--save-runs"],
+        },
+    )
+    mteb_folder: str | None = field(
+        default=None,
+        metadata={"help": "Also run every model through mteb.evaluate on the same candidates.", "aliases": ["--mteb"]},
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        if self.run_files is not None and len(self.run_files) != len(self.data):
+            raise ValueError(
+                f"give one run file per data folder: {len(self.run_files)} run file(s), {len(self.data)} folder(s)"
+            )
+
+    @property
+    def first_stage(self) -> str:
+        return BM25 if self.run_files is None else "first-stage"
+
+
+def evaluate(config: EvaluationConfig) -> dict:
+    """Evaluate the first stage and every model on every folder; returns the ``evaluation.json`` content.
 
     Raises:
         BeirFormatError: a folder, qrels or run file is malformed. ModelPathError: a model cannot be found.
     """
-    if run_files is not None and len(run_files) != len(data_folders):
-        raise ValueError(
-            f"give one run file per data folder: {len(run_files)} run file(s), {len(data_folders)} folder(s)"
-        )
-    datasets = [load_beir(folder, split) for folder in data_folders]  # fail on bad data before loading any model
-    names = [data.name for data in datasets]
+    collections = [load_beir(folder, config.split) for folder in config.data]  # bad data fails before any model loads
+    names = [data.name for data in collections]
     if len(set(names)) != len(names):
         raise ValueError(f"data folders must have distinct names, got {names}")
-    specs = [spec for spec in models if spec != BM25]
-    first_stage_name = BM25 if run_files is None else "first-stage"
-    names_of_systems = system_names(specs)
-    rerankers = {
-        name: load_reranker(spec, batch_size, device, cache_folder, show_progress)
-        for name, spec in zip(names_of_systems, specs, strict=True)
-    }
+    rerankers = load_systems(config)
+    report = new_report(config, rerankers)
     fingerprints = {name: model_fingerprint(reranker.model) for name, reranker in rerankers.items()}
-    baseline = baseline or first_stage_name
-    if baseline not in [first_stage_name, *names_of_systems]:
-        raise ValueError(f"baseline {baseline!r} is not one of the systems {[first_stage_name, *names_of_systems]}")
+    for index, (folder, data) in enumerate(zip(config.data, collections, strict=True)):
+        run_file = None if config.run_files is None else config.run_files[index]
+        evaluate_collection(report, config, Collection(folder, data, run_file), rerankers, fingerprints)
+    return report
 
-    report: dict = {
+
+def load_systems(config: EvaluationConfig) -> dict:
+    """The re-rankers of ``config.models`` by their short names (``bm25`` is the first stage, not one of them)."""
+    specs = [spec for spec in config.models if spec != BM25]
+    rerankers = {
+        name: load_reranker(spec, config.batch_size, config.device, config.cache_folder, config.progress)
+        for name, spec in zip(system_names(specs), specs, strict=True)
+    }
+    systems = [config.first_stage, *rerankers]
+    if config.baseline is not None and config.baseline not in systems:
+        raise ValueError(f"baseline {config.baseline!r} is not one of the systems {systems}")
+    return rerankers
+
+
+def new_report(config: EvaluationConfig, rerankers: dict) -> dict:
+    """The ``evaluation.json`` skeleton: settings and systems, results to be filled per collection."""
+    first_stage = config.first_stage
+    return {
         "settings": {
-            "split": split,
-            "depth": depth,
-            "first_stage": "bm25 (bm25s, Lucene k1=0.9 b=0.4, English stopwords + Snowball stemmer)"
-            if run_files is None
-            else "run files",
-            "first_stage_k": first_stage_k if run_files is None else None,
-            "batch_size": batch_size,
-            "max_queries": max_queries,
-            "seed": seed,
-            "metrics": list(metrics),
-            "baseline": baseline,
-            "device": device or "default",
+            "split": config.split,
+            "depth": config.depth,
+            "first_stage": BM25_DESCRIPTION if config.run_files is None else "run files",
+            "first_stage_k": config.first_stage_k if config.run_files is None else None,
+            "batch_size": config.batch_size,
+            "max_queries": config.max_queries,
+            "seed": config.seed,
+            "metrics": list(config.metrics),
+            "baseline": config.baseline or first_stage,
+            "device": config.device or "default",
             "torch_threads": torch.get_num_threads(),
             "versions": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
-        "systems": {first_stage_name: {"kind": "first-stage"}}
-        | {name: reranker.settings() for name, reranker in rerankers.items()},
+        "systems": {first_stage: {"kind": "first-stage"}} | {name: r.settings() for name, r in rerankers.items()},
         "datasets": {},
-        "results": {name: {} for name in [first_stage_name, *names_of_systems]},
+        "results": {name: {} for name in [first_stage, *rerankers]},
         "significance": {},
-        **({"mteb": {name: {} for name in names_of_systems}} if mteb_folder is not None else {}),
+        **({"mteb": {name: {} for name in rerankers}} if config.mteb_folder is not None else {}),
     }
-    for index, full_data in enumerate(datasets):
-        data = subsample_queries(full_data, max_queries, seed)
-        if run_files is None:
-            candidates, first_stage_ms = bm25_first_stage(data, first_stage_k, show_progress)
-            source = "bm25"
-        else:
-            source = str(run_files[index])
-            candidates, first_stage_ms = check_run(read_trec_run(source), data, source), None
-        runs = {first_stage_name: candidates}
-        timings = {first_stage_name: None}
-        for name, reranker in rerankers.items():
-            record = None if runs_folder is None else Path(runs_folder) / data.name / f"{_file_name(name)}.json"
-            settings = {
-                "model": reranker.settings(),
-                "weights": fingerprints[name],
-                "depth": depth,
-                "split": split,
-                "queries": sorted(data.queries),
-                "first_stage": [source, first_stage_k],
-            }
-            timings[name] = _rerank_resumable(reranker, data, candidates, depth, record, settings, show_progress)
-            runs[name] = timings[name].run
-        comparison = compare_runs(data.qrels, runs, metrics, max_p)
-        report["datasets"][data.name] = {
-            "folder": str(data_folders[index]),
-            "split": split,
-            "queries": len(data.queries),
-            "judged_queries_in_split": len(full_data.queries),
-            "documents": len(data.corpus),
-            "first_stage": source,
-            "first_stage_ms_per_query": first_stage_ms,
-            "queries_with_candidates": sum(1 for ranking in candidates.values() if ranking),
-        }
-        for name, run in runs.items():
-            entry: dict = {"metrics": comparison["scores"][name]}
-            timing = timings[name]
-            if timing is not None:
-                entry["latency"] = summarize_latency(timing.query_ms) | {
-                    "mean_documents_per_query": float(np.mean(timing.documents_per_query or [0]))
-                }
-                if rerankers[name].kind == "mice":
-                    entry["document_encoding"] = {
-                        "seconds": timing.preparation_seconds,
-                        "documents": timing.documents_prepared,
-                        "ms_per_document": 1000 * timing.preparation_seconds / max(timing.documents_prepared, 1),
-                    }
-            report["results"][name][data.name] = entry
-            if runs_folder is not None:
-                target = Path(runs_folder) / data.name
-                target.mkdir(parents=True, exist_ok=True)
-                write_trec_run(run, target / f"{_file_name(name)}.trec", tag=_file_name(name))
-        report["significance"][data.name] = {
-            key: comparison[key] for key in ("test", "max_p", "p_values", "better_than")
-        }
-        if mteb_folder is not None:
-            from .mteb_task import beir_reranking_task, evaluate_with_mteb, mteb_cross_encoder
 
-            task = beir_reranking_task(data, candidates, depth)
-            for name, reranker in rerankers.items():
-                mteb_name = "local/" + name.replace("/", "--")
-                model = mteb_cross_encoder(reranker.model_name_or_path, batch_size, device, mteb_name)
-                report["mteb"][name][data.name] = evaluate_with_mteb(model, task, mteb_folder, batch_size)
-    return report
+
+def first_stage_candidates(data: BeirData, config: EvaluationConfig, run_file: str | None) -> tuple[Run, float | None]:
+    """BM25's top ``first_stage_k`` (and its ms per query), or the judged queries of a run file."""
+    if run_file is None:
+        return bm25_first_stage(data, config.first_stage_k, config.progress)
+    return check_run(read_trec_run(run_file), data, str(run_file)), None
+
+
+class Collection(NamedTuple):
+    """One collection to evaluate: its folder, its loaded split, and its first-stage run file (None: BM25)."""
+
+    folder: str
+    data: BeirData
+    run_file: str | None
+
+
+def evaluate_collection(
+    report: dict, config: EvaluationConfig, collection: Collection, rerankers: dict, fingerprints: dict
+) -> None:
+    """Re-rank one collection with every system, compare the runs, and add the figures to ``report``."""
+    full_data, run_file = collection.data, collection.run_file
+    data = subsample_queries(full_data, config.max_queries, config.seed)
+    candidates, first_stage_ms = first_stage_candidates(data, config, run_file)
+    source = BM25 if run_file is None else str(run_file)
+    runs, timings = {config.first_stage: candidates}, {}
+    for name, reranker in rerankers.items():
+        record = (
+            None if config.runs_folder is None else Path(config.runs_folder) / data.name / f"{_file_name(name)}.json"
+        )
+        settings = {
+            "model": reranker.settings(),
+            "weights": fingerprints[name],
+            "depth": config.depth,
+            "split": config.split,
+            "queries": sorted(data.queries),
+            "first_stage": [source, config.first_stage_k],
+        }
+        timings[name] = _rerank_resumable(reranker, data, candidates, config.depth, record, settings, config.progress)
+        runs[name] = timings[name].run
+    comparison = compare_runs(data.qrels, runs, tuple(config.metrics), config.max_p)
+    report["datasets"][data.name] = {
+        "folder": str(collection.folder),
+        "split": config.split,
+        "queries": len(data.queries),
+        "judged_queries_in_split": len(full_data.queries),
+        "documents": len(data.corpus),
+        "first_stage": source,
+        "first_stage_ms_per_query": first_stage_ms,
+        "queries_with_candidates": sum(1 for ranking in candidates.values() if ranking),
+    }
+    for name, run in runs.items():
+        entry: dict = {"metrics": comparison["scores"][name]}
+        if name in timings:
+            entry |= timing_entry(timings[name], rerankers[name].kind)
+        report["results"][name][data.name] = entry
+        if config.runs_folder is not None:
+            target = Path(config.runs_folder) / data.name
+            target.mkdir(parents=True, exist_ok=True)
+            write_trec_run(run, target / f"{_file_name(name)}.trec", tag=_file_name(name))
+    report["significance"][data.name] = {key: comparison[key] for key in ("test", "max_p", "p_values", "better_than")}
+    if config.mteb_folder is not None:
+        report_mteb(report, config, data, candidates, rerankers)
+
+
+def timing_entry(timing: RerankResult, kind: str) -> dict:
+    """Per-query latency and, for MICE, the one-off document encoding."""
+    entry = {
+        "latency": summarize_latency(timing.query_ms)
+        | {"mean_documents_per_query": float(np.mean(timing.documents_per_query or [0]))}
+    }
+    if kind == "mice":
+        entry["document_encoding"] = {
+            "seconds": timing.preparation_seconds,
+            "documents": timing.documents_prepared,
+            "ms_per_document": 1000 * timing.preparation_seconds / max(timing.documents_prepared, 1),
+        }
+    return entry
+
+
+def report_mteb(report: dict, config: EvaluationConfig, data: BeirData, candidates: Run, rerankers: dict) -> None:
+    """Every model through ``mteb.evaluate`` on the same candidates (an MTEB re-ranking task for the collection)."""
+    from .mteb_task import beir_reranking_task, evaluate_with_mteb, mteb_cross_encoder
+
+    task = beir_reranking_task(data, candidates, config.depth)
+    for name, reranker in rerankers.items():
+        mteb_name = "local/" + name.replace("/", "--")
+        model = mteb_cross_encoder(reranker.model_name_or_path, config.batch_size, config.device, mteb_name)
+        report["mteb"][name][data.name] = evaluate_with_mteb(model, task, config.mteb_folder, config.batch_size)
 
 
 def write_json(report: dict, path: str | Path) -> Path:

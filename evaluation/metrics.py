@@ -12,7 +12,7 @@ from __future__ import annotations
 import ir_measures
 from scipy import stats
 
-from .beir import Qrels, Run
+from ranking_data.beir import Qrels, Run
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
 _IR_MEASURES_NAMES = {"ndcg@10": "nDCG@10", "mrr@10": "RR@10", "recall@100": "R@100", "map": "AP"}

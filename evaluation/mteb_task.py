@@ -20,8 +20,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .beir import BeirData, Run
-from .harness import top_documents
+from ranking_data.beir import BeirData, Run, top_documents
 
 _TASK_METADATA = {
     "description": "A local BEIR-layout collection re-ranked from a first-stage run (built by mice-rerank).",

@@ -2,7 +2,7 @@
 
 Each input format is read in exactly one function here, so a change in a producer's layout is fixed in one place:
 `read_training_record` (trainers), `read_evaluation` (evaluation), `read_latency` (scripts/bench_latency.py),
-`read_teacher_dataset` (trainers.teacher_data).
+`read_teacher_dataset` (ranking_data.teacher_data).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class EvaluationResults:
     settings: dict[str, Any]
     datasets: dict[str, dict[str, Any]]  # dataset -> split, queries, documents, ...
     systems: dict[str, SystemResults]
-    significance_test: str | None = None  # e.g. "paired two-sided Student's t-test (ranx.compare)"
+    significance_test: str | None = None  # e.g. "paired two-sided Student's t-test (scipy.stats.ttest_rel)"
     max_p: float | None = None
 
 
@@ -162,10 +162,10 @@ def read_latency(path: str | Path) -> LatencyBenchmark:
 
 
 def read_teacher_dataset(folder: str | Path) -> TeacherDataset:
-    """A teacher-score dataset saved by `trainers.teacher_data.TeacherDataset.save_to_disk` (validated on load),
+    """A teacher-score dataset saved by `ranking_data.teacher_data.TeacherDataset.save_to_disk` (validated on load),
     with the metadata its builder recorded (teacher, and whatever the caller passed: candidates, source, licence)."""
-    from trainers.teacher_data import TeacherDataError
-    from trainers.teacher_data import TeacherDataset as SavedTeacherDataset
+    from ranking_data.teacher_data import TeacherDataError
+    from ranking_data.teacher_data import TeacherDataset as SavedTeacherDataset
 
     try:
         saved = SavedTeacherDataset.load_from_disk(folder)

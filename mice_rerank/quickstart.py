@@ -1,7 +1,8 @@
 """The main job: teacher scores, distillation of a MICE model and a cross-encoder, evaluation, report.
 
 Every step writes its outputs under ``--output`` and a marker in ``steps/`` when it is complete; a re-run skips the
-finished steps, and an interrupted training run restarts from its last checkpoint.
+finished steps, and an interrupted training run restarts from its last checkpoint. Each step calls a package's API:
+``ranking_data.teacher_data.build_from_beir``, ``trainers.train``, ``evaluation.harness.evaluate``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data" / "debian"
+ON_INTERRUPT = (
+    "interrupted: run the same command again to resume (finished steps are skipped, training restarts from its last "
+    "checkpoint)"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +134,8 @@ class Steps:
 
 def build_teacher_data(data: Path, output: Path, preset: Preset, split: str) -> dict:
     """BM25 candidates of the ``split`` queries, scored by the offline teacher (BM25 + MiniLM bi-encoder)."""
-    from trainers.teacher_data import build_from_beir
-    from trainers.teachers import offline_teacher
+    from ranking_data.teacher_data import build_from_beir
+    from ranking_data.teachers import offline_teacher
 
     dataset = build_from_beir(
         data,
@@ -144,58 +149,64 @@ def build_teacher_data(data: Path, output: Path, preset: Preset, split: str) -> 
 
 def train(kind: str, backbone: str, teacher: Path, output: Path, preset: Preset, seed: int) -> dict:
     """Distil a ``kind`` ("mice" or "cross-encoder") model (``OBJECTIVES``); resumes from its last checkpoint."""
-    from trainers.train_cli import main as train_main
+    from trainers import DistillationConfig, DistillationTrainingArguments, ModelConfig, TrainConfig
+    from trainers import train as train_model
 
     steps = preset.mice_steps if kind == "mice" else preset.cross_encoder_steps
-    learning_rate = preset.mice_learning_rate if kind == "mice" else preset.cross_encoder_learning_rate
-    # Objectives with arguments travel in a config file (flags take names and weights only).
-    objectives = teacher.parent / "objectives.json"
-    objectives.write_text(json.dumps({"objectives": list(OBJECTIVES)}, indent=2) + "\n", encoding="utf-8")
-    argv = [
-        "--config", str(objectives),
-        "--model-type", kind,
-        "--backbone", backbone,
-        "--teacher-data", str(teacher / "train"),
-        "--require-positive",
-        "--list-size", str(preset.list_size),
-        "--sampling", "random",
-        "--batch-size", str(preset.batch_size),
-        "--max-steps", str(steps),
-        "--learning-rate", str(learning_rate),
-        "--head-learning-rate", str(preset.head_learning_rate),
-        "--warmup-steps", str(min(preset.warmup_steps, steps // 10)),
-        "--max-query-length", str(preset.max_query_length),
-        "--max-document-length", str(preset.max_document_length),
-        "--max-length", str(preset.max_query_length + preset.max_document_length),
-        "--fusion-layer", str(preset.fusion_layer),
-        "--interaction-layers", str(preset.interaction_layers),
-        "--save-steps", str(max(steps // 3, 1)),
-        "--logging-steps", str(max(steps // 10, 1)),
-        "--max-grad-norm", str(preset.max_grad_norm),
-        "--seed", str(seed),
-        "--output-dir", str(output),
-    ]  # fmt: skip
-    if preset.dev_loss:
-        argv += ["--eval-teacher-data", str(teacher / "dev")]
-    if preset.dropout is not None:
-        argv += ["--dropout", str(preset.dropout)]
-    if preset.bf16:
-        argv.append("--bf16")
-    if kind == "mice" and preset.freeze_independent_layers:
-        argv.append("--freeze-independent-layers")
-    record = train_main(argv)
-    return {"folder": str(output), "final_train_loss": record.get("final_train_loss")}
+    config = TrainConfig(
+        model=ModelConfig(
+            model_type=kind,
+            backbone=backbone,
+            fusion_layer=preset.fusion_layer,
+            interaction_layers=preset.interaction_layers,
+            max_query_length=preset.max_query_length,
+            max_document_length=preset.max_document_length,
+            max_length=preset.max_query_length + preset.max_document_length,
+            freeze_independent_layers=kind == "mice" and preset.freeze_independent_layers,
+            dropout=preset.dropout,
+        ),
+        distillation=DistillationConfig(
+            teacher_data=str(teacher / "train"),
+            eval_teacher_data=str(teacher / "dev") if preset.dev_loss else None,
+            objectives=list(OBJECTIVES),
+            list_size=preset.list_size,
+            sampling="random",
+            require_positive=True,
+        ),
+        training=DistillationTrainingArguments(
+            output_dir=str(output),
+            max_steps=steps,
+            per_device_train_batch_size=preset.batch_size,
+            per_device_eval_batch_size=preset.batch_size,
+            learning_rate=preset.mice_learning_rate if kind == "mice" else preset.cross_encoder_learning_rate,
+            head_learning_rate=preset.head_learning_rate,
+            warmup_steps=min(preset.warmup_steps, steps // 10),
+            max_grad_norm=preset.max_grad_norm,
+            bf16=preset.bf16,
+            seed=seed,
+            data_seed=seed,
+            save_steps=max(steps // 3, 1),
+            save_total_limit=2,
+            logging_steps=max(steps // 10, 1),
+            report_to=[],
+        ),
+    )
+    result = train_model(config)
+    return {"folder": str(output), "final_train_loss": result.record["final_train_loss"]}
 
 
 def evaluate(data: Path, models: dict[str, Path], output: Path, preset: Preset) -> dict:
     """BM25, the cross-encoder and MICE on the test split, plus the latency curve, as JSON, markdown and plots."""
-    from evaluation.beir import load_beir
-    from evaluation.harness import bm25_first_stage, evaluate_systems, latency_curve, write_json
+    from evaluation.harness import EvaluationConfig, bm25_first_stage, latency_curve, write_json
+    from evaluation.harness import evaluate as evaluate_systems
     from evaluation.report import plot_effectiveness, plot_latency, write_markdown
     from evaluation.rerankers import load_reranker
+    from ranking_data.beir import load_beir
 
     specs = [f"{'mice' if name == 'mice' else 'ce'}:{folder}" for name, folder in models.items()]
-    report = evaluate_systems([data], ["bm25", *specs], split="test", depth=preset.eval_depth)
+    report = evaluate_systems(
+        EvaluationConfig(data=[str(data)], models=["bm25", *specs], split="test", depth=preset.eval_depth)
+    )
     write_json(report, output / "evaluation.json")
     for folder in models.values():  # the model cards read the figures from the model folder
         write_json(report, folder / "evaluation.json")
@@ -297,3 +308,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="encoder folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--cross-encoder-steps", type=int, help="override the preset's cross-encoder training steps")
     parser.add_argument("--mice-steps", type=int, help="override the preset's MICE training steps")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``mice quickstart``: check the collection first (a bad folder fails in a second, not after minutes)."""
+    from ranking_data.beir import load_beir
+
+    for split in ("train", "test") + (("dev",) if PRESETS[args.preset].dev_loss else ()):
+        load_beir(args.data, split)
+    steps = {"cross_encoder_steps": args.cross_encoder_steps, "mice_steps": args.mice_steps}
+    report = run_quickstart(args.output, args.preset, data=args.data, backbone=args.backbone, **steps)
+    print(f"report: {report}")
+    return 0

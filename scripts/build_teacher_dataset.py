@@ -10,7 +10,7 @@ Examples:
         --teacher cross-encoder:cross-encoder/ms-marco-MiniLM-L12-v2 --teacher bi-encoder:PATH --weights 2 1 \\
         --output kd
 
-    # how good is the teacher? re-rank the first stage of the test split and compare (ranx)
+    # how good is the teacher? re-rank the first stage of the test split and compare (ir-measures)
     python scripts/build_teacher_dataset.py --beir mice_rerank/sample_data/debian --teacher offline \\
         --depth 100 --evaluate-split test
 
@@ -26,11 +26,11 @@ import sys
 
 from tqdm.auto import tqdm
 
-from evaluation.beir import BeirData, load_beir
-from evaluation.bm25 import BM25Retriever
-from trainers.candidates import candidates_from_run_file, mine_bm25_candidates
-from trainers.teacher_data import build_from_beir
-from trainers.teachers import (
+from ranking_data.beir import BeirData, load_beir
+from ranking_data.bm25 import BM25Retriever
+from ranking_data.candidates import candidates_from_run_file, mine_bm25_candidates
+from ranking_data.teacher_data import build_from_beir
+from ranking_data.teachers import (
     BiEncoderTeacher,
     BM25Teacher,
     CrossEncoderTeacher,
@@ -66,9 +66,11 @@ def make_teacher(spec: str, retriever: BM25Retriever, batch_size: int, device: s
 
 
 def evaluate(args: argparse.Namespace, data: BeirData, teacher: Teacher, retriever: BM25Retriever) -> dict:
-    """nDCG@10 / MRR@10 of the first stage and of the teacher re-ranking it, on a judged split (ranx)."""
-    from ranx import Qrels, Run
-    from ranx import evaluate as ranx_evaluate
+    """nDCG@10 / MRR@10 of the first stage and of the teacher re-ranking it, on a judged split (ir-measures).
+
+    A query with no candidate counts as zero, as in a full evaluation (``evaluation.metrics``).
+    """
+    from evaluation.metrics import evaluate_run
 
     # Evaluation must not see the judgements: no positives are added to the candidates.
     candidates = (
@@ -84,18 +86,13 @@ def evaluate(args: argparse.Namespace, data: BeirData, teacher: Teacher, retriev
         scores = teacher.score([data.queries[c.query_id] for c in batch], [c.document_ids for c in batch], documents)
         for candidate, values in zip(batch, scores, strict=True):
             reranked[candidate.query_id] = dict(zip(candidate.document_ids, map(float, values), strict=True))
-    # Queries with no candidate count as zero, as in a full evaluation.
-    for query_id in data.qrels:
-        first_stage.setdefault(query_id, {})
-        reranked.setdefault(query_id, {})
-    qrels = Qrels(data.qrels)
-    metrics = ["ndcg@10", "mrr@10"]
+    metrics = ("ndcg@10", "mrr@10")
     return {
         "split": args.evaluate_split,
         "queries": len(data.qrels),
         "depth": args.depth,
-        "first_stage": ranx_evaluate(qrels, Run(first_stage), metrics, make_comparable=True),
-        "teacher": ranx_evaluate(qrels, Run(reranked), metrics, make_comparable=True),
+        "first_stage": evaluate_run(data.qrels, first_stage, metrics),
+        "teacher": evaluate_run(data.qrels, reranked, metrics),
     }
 
 

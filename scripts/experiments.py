@@ -15,18 +15,23 @@ the cross-encoder just trained with the same objective (a warm start).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from evaluation.harness import evaluate_systems, write_json
+from evaluation.harness import EvaluationConfig, evaluate, write_json
 from evaluation.report import plot_effectiveness, summary_table
-from trainers.teacher_data import build_from_beir
-from trainers.teachers import offline_teacher
-from trainers.train_cli import main as train_main
+from ranking_data.teacher_data import build_from_beir
+from ranking_data.teachers import offline_teacher
+from trainers import (
+    TRAINING_RECORD,
+    DistillationConfig,
+    DistillationTrainingArguments,
+    ModelConfig,
+    TrainConfig,
+    train,
+)
 
 OBJECTIVES = ("bce", "hinge", "margin_mse", "info_nce", "distill_ranknet", "adr_mse")
-# Objectives trained on human labels need a labelled positive in every list.
 LABEL_OBJECTIVES = {"bce", "hinge", "info_nce"}
 IN_DOMAIN = "debian-known-item"
 OUT_OF_DOMAIN = ("scifact", "cranfield", "cisi", "vaswani", "cacm")
@@ -47,52 +52,77 @@ def build_teacher(data: Path, output: Path, args: argparse.Namespace) -> Path:
     return folder
 
 
-def train_run(
+def train_config(
     kind: str, objective: str, teacher: Path, folder: Path, args: argparse.Namespace, backbone: str | None
-) -> dict:
-    if (folder / "training_record.json").is_file():
-        return json.loads((folder / "training_record.json").read_text(encoding="utf-8"))
-    argv = [
-        "--model-type", kind,
-        "--teacher-data", str(teacher),
-        "--objective", objective,
-        "--list-size", str(args.list_size),
-        "--sampling", "random",
-        "--batch-size", str(args.batch_size),
-        "--max-steps", str(args.steps),
-        "--learning-rate", str(args.learning_rate),
-        "--head-learning-rate", str(args.head_learning_rate),
-        "--warmup-steps", str(max(args.steps // 10, 1)),
-        "--max-query-length", "32",
-        "--max-document-length", str(args.max_document_length),
-        "--max-length", str(32 + args.max_document_length),
-        "--fusion-layer", str(args.fusion_layer),
-        "--interaction-layers", str(args.interaction_layers),
-        "--save-steps", str(max(args.steps // 2, 1)),
-        "--logging-steps", str(max(args.steps // 5, 1)),
-        "--seed", str(args.seed),
-        "--output-dir", str(folder),
-    ]  # fmt: skip
-    if objective in LABEL_OBJECTIVES:
-        argv.append("--require-positive")
-    if backbone:
-        argv += ["--backbone", backbone]
-    if args.bf16:
-        argv.append("--bf16")
-    return train_main(argv)
+) -> TrainConfig:
+    """One run of the grid: ``kind`` ("cross-encoder" or "mice") trained with ``objective`` from ``backbone``."""
+    return TrainConfig(
+        model=ModelConfig(
+            model_type=kind,
+            backbone=backbone,
+            fusion_layer=args.fusion_layer,
+            interaction_layers=args.interaction_layers,
+            max_query_length=32,
+            max_document_length=args.max_document_length,
+            max_length=32 + args.max_document_length,
+        ),
+        distillation=DistillationConfig(
+            teacher_data=str(teacher),
+            objectives=[objective],
+            list_size=args.list_size,
+            sampling="random",
+            # Objectives trained on human labels need a labelled positive in every list.
+            require_positive=objective in LABEL_OBJECTIVES,
+        ),
+        training=DistillationTrainingArguments(
+            output_dir=str(folder),
+            max_steps=args.steps,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            head_learning_rate=args.head_learning_rate,
+            warmup_steps=max(args.steps // 10, 1),
+            bf16=args.bf16,
+            seed=args.seed,
+            data_seed=args.seed,
+            save_steps=max(args.steps // 2, 1),
+            save_total_limit=2,
+            logging_steps=max(args.steps // 5, 1),
+            report_to=[],
+        ),
+    )
+
+
+def grid(teacher: Path, args: argparse.Namespace) -> list[tuple[str, TrainConfig]]:
+    """A cross-encoder and a MICE per objective, as ``(ce:/mice: spec, config)``; each cross-encoder comes before the
+    MICE of its objective, which ``--mice-from-cross-encoder`` starts from."""
+    runs = []
+    for objective in args.objectives:
+        cross_encoder = args.output / "models" / f"cross-encoder-{objective}"
+        mice = args.output / "models" / f"mice-{objective}"
+        mice_start = str(cross_encoder) if args.mice_from_cross_encoder else args.backbone
+        runs.append(
+            (
+                f"ce:{cross_encoder}",
+                train_config("cross-encoder", objective, teacher, cross_encoder, args, args.backbone),
+            )
+        )
+        runs.append((f"mice:{mice}", train_config("mice", objective, teacher, mice, args, mice_start)))
+    return runs
+
+
+def finished(config: TrainConfig) -> bool:
+    """A run whose model was saved with its record: the grid keeps it."""
+    return (Path(config.training.output_dir) / TRAINING_RECORD).is_file()
 
 
 def train_grid(teacher: Path, args: argparse.Namespace) -> list[str]:
-    """Train a cross-encoder and a MICE per objective (finished runs are kept); their ``ce:``/``mice:`` specs."""
-    models = []
-    for objective in args.objectives:
-        cross_encoder = args.output / "models" / f"cross-encoder-{objective}"
-        train_run("cross-encoder", objective, teacher, cross_encoder, args, args.backbone)
-        mice = args.output / "models" / f"mice-{objective}"
-        mice_start = str(cross_encoder) if args.mice_from_cross_encoder else args.backbone
-        train_run("mice", objective, teacher, mice, args, mice_start)
-        models += [f"ce:{cross_encoder}", f"mice:{mice}"]
-    return models
+    """Train every unfinished run of the grid (an unfinished one resumes from its checkpoint); the models' specs."""
+    runs = grid(teacher, args)
+    for _, config in runs:
+        if not finished(config):
+            train(config)
+    return [spec for spec, _ in runs]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,13 +165,15 @@ def main() -> None:
     models = train_grid(teacher, args)
     trained = time.perf_counter()
 
-    report = evaluate_systems(
-        [args.data / name for name in args.collections],
-        ["bm25", *models],
-        split="test",
-        depth=args.depth,
-        max_queries=args.eval_queries,
-        seed=args.seed,
+    report = evaluate(
+        EvaluationConfig(
+            data=[str(args.data / name) for name in args.collections],
+            models=["bm25", *models],
+            split="test",
+            depth=args.depth,
+            max_queries=args.eval_queries,
+            seed=args.seed,
+        )
     )
     report["settings"]["experiment"] = {**vars(args), "data": str(args.data), "output": str(args.output)}
     report["settings"]["experiment"]["seconds"] = {

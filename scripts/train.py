@@ -1,10 +1,12 @@
-"""Train a cross-encoder or a MICE re-ranker from a teacher-score dataset (see ``trainers/train_cli.py``).
+"""Train a cross-encoder or a MICE re-ranker from a teacher-score dataset: ``mice train`` as a script.
 
-python scripts/train.py --config run.yaml
-accelerate launch scripts/train.py --config run.yaml        # several GPUs, unchanged
+python scripts/train.py run.yaml [--FIELD VALUE ...]
+accelerate launch scripts/train.py run.yaml        # several processes, unchanged
 """
 
-from trainers.train_cli import main
+import sys
+
+from mice_rerank.cli import script_main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_main("mice_rerank.commands.train", prog="scripts/train.py"))

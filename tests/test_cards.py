@@ -23,9 +23,18 @@ from hub_cards import (
 )
 from hub_cards.render import main as render_main
 from modeling_mice import MiceForSequenceClassification
-from trainers.teacher_data import TeacherDataset
+from ranking_data.teacher_data import TeacherDataset
 
-OBJECTIVES = [{"name": "MarginMSELoss", "weight": 1.0, "config": {"activation_fn": "torch.nn.modules.linear.Identity"}}]
+# As the trainer records an objective: its name, weight, configuration and BibTeX (the loss's `citation`).
+MARGIN_MSE_CITATION = "@misc{hofstaetter2020improving,\n    title={Improving Efficient Neural Ranking Models},\n    eprint={2010.02666}\n}"
+OBJECTIVES = [
+    {
+        "name": "MarginMSELoss",
+        "weight": 1.0,
+        "config": {"activation_fn": "torch.nn.modules.linear.Identity"},
+        "citation": MARGIN_MSE_CITATION,
+    }
+]
 HYPERPARAMETERS = {"max_steps": 20, "learning_rate": 7e-6, "per_device_train_batch_size": 4, "seed": 12}
 
 

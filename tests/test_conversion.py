@@ -23,7 +23,7 @@ from trainers.conversion import (
     joint_pairs,
     resolve_layers,
 )
-from trainers.synthetic_queries import generate_queries
+from ranking_data.synthetic_queries import generate_queries
 
 WORDS = (
     "debian package library tool editor server client network parser image audio video font theme game kernel module "

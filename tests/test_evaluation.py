@@ -14,21 +14,21 @@ from pathlib import Path
 import pytest
 from tiny_models import build_tiny_backbone
 
-from evaluation.beir import BeirFormatError, load_beir, read_trec_run, write_trec_run
 from evaluation.document_cache import DocumentCacheError
 from evaluation.harness import (
+    EvaluationConfig,
     bm25_first_stage,
     check_run,
-    evaluate_systems,
+    evaluate,
     latency_curve,
     rerank,
-    subsample_queries,
     system_names,
     write_json,
 )
 from evaluation.metrics import compare_runs, evaluate_run, per_query_scores
 from evaluation.report import markdown_report, plot_effectiveness, plot_latency, write_markdown
 from evaluation.rerankers import CrossEncoderReranker, MiceReranker, ModelPathError, load_reranker
+from ranking_data.beir import BeirFormatError, load_beir, read_trec_run, subsample_queries, write_trec_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,15 +214,16 @@ def test_document_cache_errors_name_the_file_and_the_fix(tiny_rerankers, sample_
 
 def test_evaluate_writes_json_markdown_and_plots(tiny_rerankers, sample_data, tmp_path):
     cross_encoder, mice_folder = tiny_rerankers
-    report = evaluate_systems(
-        [sample_data],
-        ["bm25", f"ce:{cross_encoder}", f"mice:{mice_folder}"],
+    config = EvaluationConfig(
+        data=[str(sample_data)],
+        models=["bm25", f"ce:{cross_encoder}", f"mice:{mice_folder}"],
         depth=10,
         max_queries=6,
         seed=1,
-        runs_folder=tmp_path / "runs",
-        show_progress=False,
+        runs_folder=str(tmp_path / "runs"),
+        progress=False,
     )
+    report = evaluate(config)
     path = write_json(report, tmp_path / "evaluation.json")
     loaded = json.loads(path.read_text())
     assert list(loaded["results"]) == ["bm25", "bert-ce", "mice"]
@@ -244,15 +245,7 @@ def test_evaluate_writes_json_markdown_and_plots(tiny_rerankers, sample_data, tm
     )
 
     # A second call with the same settings resumes from the recorded runs: identical results, latencies included.
-    again = evaluate_systems(
-        [sample_data],
-        ["bm25", f"ce:{cross_encoder}", f"mice:{mice_folder}"],
-        depth=10,
-        max_queries=6,
-        seed=1,
-        runs_folder=tmp_path / "runs",
-        show_progress=False,
-    )
+    again = evaluate(config)
     assert again["results"] == report["results"]
 
     markdown = write_markdown(loaded, tmp_path / "report.md").read_text()
@@ -299,8 +292,12 @@ def test_script_reports_bad_input_clearly(tmp_path, sample_data, capsys):
     assert script.main(["--data", str(sample_data), "--models", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert script.main(["--data", str(tmp_path), "--json", str(tmp_path / "e.json")]) == 2
-    assert "corpus.jsonl is missing" in capsys.readouterr().err
-    assert not (tmp_path / "e.json").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "corpus.jsonl is missing" in err and "\nhint: " in err
+    assert "Traceback" not in err and not (tmp_path / "e.json").exists()
+    # Two run files for one folder: the configuration itself is refused.
+    assert script.main(["--data", str(sample_data), "--run", "a.trec", "b.trec"]) == 2
+    assert "give one run file per data folder" in capsys.readouterr().err
 
 
 # -- bad input ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Every objective on a small batch whose scores are set by hand, against the formula written out with `math`."""
+"""Every objective on a small batch whose scores are set by hand, against the formula written out with `math`; and
+the sentence-transformers losses we build on, run on a real model, against ours on that model's scores."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 import pytest
 import torch
 from sentence_transformers.cross_encoder import CrossEncoder
+from sentence_transformers.cross_encoder import losses as st_losses
 from tiny_models import build_tiny_backbone
-from torch import nn
 
 from trainers.losses import (
     ADRMSELoss,
@@ -17,10 +18,12 @@ from trainers.losses import (
     HingeLoss,
     InfoNCELoss,
     KLDivergenceLoss,
+    ListScores,
     MarginMSELoss,
     PointwiseBCELoss,
     PointwiseMSELoss,
 )
+from trainers.losses.listwise import joint_pair_scores
 
 # Two lists of three documents. Student logits s, teacher scores t, teacher ranks r, labels y.
 QUERIES = ["q1", "q2"]
@@ -29,31 +32,14 @@ S = [[2.0, 0.5, -1.0], [0.0, 1.0, 0.5]]
 T = [[3.0, 1.0, 0.0], [0.5, 2.0, -1.0]]
 R = [[1, 2, 3], [2, 1, 3]]
 Y = [[1, 0, 0], [0, 1, 0]]
-# Scores of the cross pairs, used only as in-batch negatives.
-CROSS = {("q1", "d"): 0.3, ("q1", "e"): -0.2, ("q1", "f"): 0.1, ("q2", "a"): 1.5, ("q2", "b"): -0.5, ("q2", "c"): 0.2}
+# Scores of the cross pairs, used only as in-batch negatives: query i against the other list's documents.
+CROSS = [[0.3, -0.2, 0.1], [1.5, -0.5, 0.2]]
 
 
-class HandScores(nn.Module):
-    """Stands in for a CrossEncoder inside a loss: the score of each (query, document) pair is set by hand."""
-
-    num_labels = 1
-    device = torch.device("cpu")
-
-    def __init__(self):
-        super().__init__()
-        table = {
-            (q, d): s
-            for q, docs, row in zip(QUERIES, DOCUMENTS, S, strict=True)
-            for d, s in zip(docs, row, strict=True)
-        } | CROSS
-        self.pairs = list(table)
-        self.logits = nn.Parameter(torch.tensor([table[p] for p in self.pairs]))
-
-    def preprocess(self, pairs, prompt=None, task=None):
-        return {"pair_index": torch.tensor([self.pairs.index(tuple(p)) for p in pairs])}
-
-    def forward(self, features):
-        return {"scores": self.logits[features["pair_index"]].unsqueeze(-1)}
+def hand_scores() -> ListScores:
+    """The batch's scores as the trainer hands them over: every query against every document (leaf tensors)."""
+    all_pairs = torch.tensor([S[0] + CROSS[0], CROSS[1] + S[1]], requires_grad=True)
+    return ListScores([all_pairs[0, :3], all_pairs[1, 3:]], all_pairs)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +49,9 @@ def cross_encoder(tmp_path_factory) -> CrossEncoder:
 
 
 def run(loss, targets):
-    """The loss on the hand-scored batch, and the model stand-in (to check gradients)."""
-    scores = HandScores()
-    loss.model = scores
-    value = loss([QUERIES, DOCUMENTS], {k: [torch.tensor(row) for row in v] for k, v in targets.items()})
+    """The loss on the hand-scored batch, and the scores (to check gradients)."""
+    scores = hand_scores()
+    value = loss.loss_from_scores(scores, {k: [torch.tensor(row) for row in v] for k, v in targets.items()})
     return value, scores
 
 
@@ -102,15 +87,15 @@ def test_margin_mse(cross_encoder):
     assert value.item() == pytest.approx((0.25 + 0.0 + 0.25 + 6.25) / 4, abs=1e-6)
 
 
-def test_targets_given_as_lists_go_to_the_models_device(cross_encoder):
+def test_targets_given_as_lists_go_to_the_models_device(cross_encoder, monkeypatch):
     # A collator called outside the Trainer's loop hands the targets over as Python lists; on a GPU they must follow
     # the logits there (the "meta" device stands in for one), and on the CPU give the same loss as tensors.
     loss = MarginMSELoss(cross_encoder)
-    loss.model = HandScores()
-    loss.model.device = torch.device("meta")
+    assert loss.loss_from_scores(hand_scores(), {"scores": T}).item() == pytest.approx(
+        run(loss, {"scores": T})[0].item()
+    )
+    monkeypatch.setattr(type(cross_encoder), "device", property(lambda model: torch.device("meta")))
     assert [row.device.type for row in loss.relevance({"scores": T})] == ["meta", "meta"]
-    loss.model = HandScores()
-    assert loss([QUERIES, DOCUMENTS], {"scores": T}).item() == pytest.approx(run(loss, {"scores": T})[0].item())
 
 
 def info_nce_term(positive: float, negatives: list[float]) -> float:
@@ -187,9 +172,7 @@ def test_combined_weights_each_objective(cross_encoder):
     margin_mse, _ = run(MarginMSELoss(cross_encoder), targets)
     info_nce, _ = run(InfoNCELoss(cross_encoder), targets)
     combined = CombinedLoss(cross_encoder, [(MarginMSELoss(cross_encoder), 1.0), (InfoNCELoss(cross_encoder), 0.25)])
-    for objective in combined.objectives:
-        objective.model = HandScores()
-    parts = combined([QUERIES, DOCUMENTS], {k: [torch.tensor(row) for row in v] for k, v in targets.items()})
+    parts, _ = run(combined, targets)
     assert list(parts) == ["MarginMSELoss", "InfoNCELoss"]
     assert parts["MarginMSELoss"].item() == pytest.approx(margin_mse.item(), abs=1e-6)
     assert parts["InfoNCELoss"].item() == pytest.approx(0.25 * info_nce.item(), abs=1e-6)
@@ -204,7 +187,8 @@ def test_combined_weights_each_objective(cross_encoder):
 def test_gradient_reaches_the_scores(cross_encoder, loss_class):
     value, scores = run(loss_class(cross_encoder), {"scores": T, "labels": Y, "ranks": R})
     value.backward()
-    assert scores.logits.grad is not None and scores.logits.grad[:6].abs().sum() > 0
+    own = torch.cat([scores.all_pairs.grad[0, :3], scores.all_pairs.grad[1, 3:]])
+    assert own.abs().sum() > 0 and scores.all_pairs.grad[0, 3:].abs().sum() == 0  # no in-batch negatives here
 
 
 def test_missing_target_column_is_named(cross_encoder):
@@ -222,3 +206,74 @@ def test_row_requirements(cross_encoder):
     assert "no 'labels' column" in HingeLoss(cross_encoder).row_problem(3, {"scores": [1.0, 0.0, 2.0]})
     assert "one positive" in InfoNCELoss(cross_encoder).row_problem(2, {"labels": [0, 0]})
     assert InfoNCELoss(cross_encoder).row_problem(2, {"labels": [0, 1]}) is None
+
+
+# -- the same formulas as sentence-transformers' own losses, on a real model's scores -----------------------------
+
+TEXTS = [["cats purr softly", "dogs bark", "a font for the console"], ["lsof lists open files", "bash", "top and ps"]]
+TARGETS = {
+    "scores": [torch.tensor([3.0, 1.0, 0.0]), torch.tensor([0.5, 2.0, -1.0])],
+    "ranks": [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 1.0, 3.0])],
+    "labels": [torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])],
+}
+
+
+def flat_pairs(queries, documents):
+    return [[q for q, docs in zip(queries, documents, strict=True) for _ in docs], [d for ds in documents for d in ds]]
+
+
+def sentence_transformers_value(loss, queries, documents):
+    """The loss as its sentence-transformers parent class computes it, scoring the pairs with the real model."""
+    if isinstance(loss, MarginMSELoss):
+        anchors = [int(torch.argmax(t)) for t in TARGETS["scores"]]
+        columns = [queries, [docs[a] for docs, a in zip(documents, anchors, strict=True)]]
+        order = [[i for i in range(3) if i != a] for a in anchors]
+        columns += [[docs[o[c]] for docs, o in zip(documents, order, strict=True)] for c in range(2)]
+        labels = torch.stack([t[[a, *o]] for t, a, o in zip(TARGETS["scores"], anchors, order, strict=True)])
+        return st_losses.MarginMSELoss.forward(loss, columns, labels)
+    if isinstance(loss, PointwiseMSELoss):
+        return st_losses.MSELoss.forward(loss, flat_pairs(queries, documents), torch.cat(TARGETS["scores"]))
+    if isinstance(loss, PointwiseBCELoss):
+        return st_losses.BinaryCrossEntropyLoss.forward(
+            loss, flat_pairs(queries, documents), torch.cat(TARGETS["labels"])
+        )
+    if isinstance(loss, KLDivergenceLoss):
+        teacher = [t / loss.temperature for t in TARGETS["scores"]]
+        cross_entropy = st_losses.ListNetLoss.forward(loss, [queries, documents], teacher)
+        entropy = torch.stack([-(p * p.log()).sum() for p in (t.softmax(-1) for t in teacher)]).mean()
+        return loss.temperature**2 * (cross_entropy - entropy)
+    if isinstance(loss, ADRMSELoss):
+        return st_losses.ADRMSELoss.forward(loss, [queries, documents], [-r for r in TARGETS["ranks"]])
+    if isinstance(loss, DistillRankNetLoss):
+        return st_losses.RankNetLoss.forward(loss, [queries, documents], [-r for r in TARGETS["ranks"]])
+    positives = [int(torch.argmax(label)) for label in TARGETS["labels"]]  # InfoNCE
+    columns = [queries, [docs[p] for docs, p in zip(documents, positives, strict=True)]]
+    negatives = [[i for i in range(3) if i != p] for p in positives]
+    columns += [[docs[n[c]] for docs, n in zip(documents, negatives, strict=True)] for c in range(2)]
+    return st_losses.MultipleNegativesRankingLoss.forward(loss, columns, None)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        MarginMSELoss,
+        PointwiseMSELoss,
+        PointwiseBCELoss,
+        lambda model: KLDivergenceLoss(model, temperature=2.0),
+        ADRMSELoss,
+        lambda model: DistillRankNetLoss(model, k=2),
+        lambda model: DistillRankNetLoss(model, reduction_log="binary"),
+        lambda model: InfoNCELoss(model, in_batch_negatives=True, scale=2.0),
+    ],
+    ids=["margin-mse", "mse", "bce", "kl", "adr-mse", "ranknet-top2", "ranknet-binary", "info-nce-in-batch"],
+)
+def test_loss_from_scores_equals_sentence_transformers_on_the_model(cross_encoder, make):
+    """Each objective computes from scores what its sentence-transformers parent computes by calling the model; and
+    called as a sentence-transformers loss (forward), it scores the joint pairs itself and gives the same value."""
+    loss = make(cross_encoder)
+    cross_encoder.eval()
+    with torch.no_grad():
+        expected = sentence_transformers_value(loss, QUERIES, TEXTS)
+        scores = joint_pair_scores(cross_encoder, QUERIES, TEXTS, all_pairs=loss.in_batch_pairs)
+        assert loss.loss_from_scores(scores, TARGETS).item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+        assert loss([QUERIES, TEXTS], TARGETS).item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)

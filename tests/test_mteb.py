@@ -9,8 +9,7 @@ import json
 import pytest
 from test_evaluation import build_tiny_rerankers, one_torch_thread  # noqa: F401  (autouse fixture)
 
-from evaluation.beir import load_beir
-from evaluation.harness import bm25_first_stage, evaluate_systems, rerank, subsample_queries
+from evaluation.harness import EvaluationConfig, bm25_first_stage, evaluate, rerank
 from evaluation.metrics import evaluate_run
 from evaluation.mteb_task import (
     beir_reranking_task,
@@ -20,6 +19,7 @@ from evaluation.mteb_task import (
     write_nanobeir_folder,
 )
 from evaluation.rerankers import CrossEncoderReranker, ModelPathError
+from ranking_data.beir import load_beir, subsample_queries
 
 DEPTH = 10
 
@@ -76,9 +76,11 @@ def test_sentence_transformers_evaluators_agree_with_the_harness(setup, tmp_path
 
 def test_harness_runs_mteb_on_the_same_candidates(setup, sample_data, tmp_path):
     cross_encoder, _, _, _, _ = setup
-    report = evaluate_systems(
-        [sample_data], [f"ce:{cross_encoder}"], depth=DEPTH, max_queries=10, seed=5, mteb_folder=tmp_path
+    config = EvaluationConfig(
+        data=[str(sample_data)], models=[f"ce:{cross_encoder}"], depth=DEPTH, max_queries=10, seed=5
     )
+    config.mteb_folder = str(tmp_path)
+    report = evaluate(config)
     mteb_scores = report["mteb"]["bert-ce"]["debian"]
     ours = report["results"]["bert-ce"]["debian"]["metrics"]
     assert mteb_scores["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)

@@ -7,8 +7,8 @@ import json
 import pytest
 from tiny_models import build_tiny_backbone
 
-from evaluation.beir import load_beir
 from mice_rerank import quickstart
+from ranking_data.beir import load_beir
 
 # Small enough to run in seconds; the real preset only changes sizes.
 TINY = dict(

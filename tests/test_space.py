@@ -24,9 +24,9 @@ from sentence_transformers import CrossEncoder
 from tiny_models import build_tiny_backbone
 from transformers import AutoTokenizer
 
-from evaluation.beir import load_beir
-from evaluation.bm25 import BM25Retriever
 from modeling_mice import MiceForSequenceClassification
+from ranking_data.beir import load_beir
+from ranking_data.bm25 import BM25Retriever
 
 APP_FILE = Path(__file__).resolve().parents[1] / "spaces" / "mice-rerank-demo" / "app.py"
 TOL = 1e-4

@@ -15,12 +15,12 @@ import pytest
 import torch
 from tiny_models import build_tiny_backbone
 
-from evaluation.beir import load_beir
-from evaluation.bm25 import BM25Retriever
-from trainers.candidates import candidates_from_ranking, candidates_from_run_file, mine_bm25_candidates
-from trainers.importers import import_hofstaetter_scores, import_trec_run
-from trainers.teacher_data import TeacherDataError, TeacherDataset, build_teacher_dataset
-from trainers.teachers import (
+from ranking_data.beir import load_beir
+from ranking_data.bm25 import BM25Retriever
+from ranking_data.candidates import candidates_from_ranking, candidates_from_run_file, mine_bm25_candidates
+from ranking_data.importers import import_hofstaetter_scores, import_trec_run
+from ranking_data.teacher_data import TeacherDataError, TeacherDataset, build_teacher_dataset
+from ranking_data.teachers import (
     BiEncoderTeacher,
     BM25Teacher,
     CallableTeacher,
@@ -318,7 +318,7 @@ def test_candidates_keep_positives_and_record_labels():
 
 
 def test_bm25_and_run_file_candidates_agree(tmp_path, sample_train, sample_retriever):
-    from evaluation.beir import write_trec_run
+    from ranking_data.beir import write_trec_run
 
     data = dataclasses.replace(sample_train, qrels=dict(list(sample_train.qrels.items())[:20]))
     mined = mine_bm25_candidates(data, depth=8, retriever=sample_retriever)
@@ -409,7 +409,7 @@ def test_cli_build_then_reload_with_datasets_in_a_fresh_process(tmp_path, sample
 
     script = (
         "import datasets, json, sys\n"
-        "from trainers.teacher_data import TeacherDataset\n"
+        "from ranking_data.teacher_data import TeacherDataset\n"
         "configs = datasets.load_from_disk(sys.argv[1])\n"
         "data = TeacherDataset(configs['train'], configs['queries'], configs['documents'])\n"
         "print(json.dumps({'configs': sorted(configs), 'rows': data.training_rows(list_size=4)[:]}))\n"

@@ -1,8 +1,8 @@
-"""scripts/train.py end to end on a tiny MICE: kill mid-run, resume, match an uninterrupted run; the output loads."""
+"""Training from a config: scripts/train.py and `mice train` end to end on a tiny MICE (Ctrl-C mid-run, resume, the
+same weights as an uninterrupted run), the output loads, the config's files and flags, one-line errors."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -19,23 +19,16 @@ from sentence_transformers.cross_encoder import CrossEncoder
 from tiny_models import FAMILIES, build_tiny_backbone
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from trainers.batching import score_lists
-from trainers.teacher_data import TeacherDataset
+from mice_rerank import cli
+from ranking_data.teacher_data import TeacherDataset
+from trainers import ConfigError, ModelConfig, TrainConfig, build_model, score_lists, train
+from trainers.training import last_complete_checkpoint, objective_specs
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "scripts" / "train.py"
 
 
-def load_train_script():
-    return importlib.import_module("trainers.train_cli")
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def train_script():
-    return load_train_script()
 
 
 @pytest.fixture(scope="module")
@@ -72,22 +65,23 @@ def settings(workspace: Path, output: str) -> dict:
         "list_size": 4,
         "sampling": "random",
         "require_positive": True,
-        "batch_size": 2,
+        "per_device_train_batch_size": 2,
         "max_steps": 4,
         "save_steps": 2,
         "learning_rate": 1e-3,
         "seed": 5,
         "logging_steps": 1,
         "output_dir": str(workspace / output),
+        "report_to": "none",
     }
 
 
-def test_killed_run_resumes_to_the_same_weights(train_script, workspace):
+def test_interrupted_run_says_so_and_resumes_to_the_same_weights(workspace):
     config = workspace / "run.yaml"
     interrupted = workspace / "interrupted"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [sys.executable, str(TRAIN), "--config", str(config)],
+        [sys.executable, str(TRAIN), str(config)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -98,28 +92,25 @@ def test_killed_run_resumes_to_the_same_weights(train_script, workspace):
         assert process.poll() is None, f"the run ended before its first checkpoint:\n{process.stderr.read()[-3000:]}"
         assert time.time() < deadline, "no checkpoint after 300 s"
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (interrupted / "training_record.json").exists(), "the run finished before it was killed"
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130 and "Traceback" not in stderr
+    assert "interrupted: run the same command again to resume from the last checkpoint" in stderr
+    assert not (interrupted / "training_record.json").exists(), "the run finished before it was interrupted"
     at_checkpoint = load_file(interrupted / "checkpoint-2" / "model.safetensors")
 
-    # The uninterrupted reference, in this process, with the same settings given as flags; only the objectives
-    # (InfoNCE's in-batch negatives are an argument no flag carries) come from a config file.
+    # The uninterrupted reference, in this process, with the same settings given as flags of `mice train`.
     reference = settings(workspace, "reference")
-    (workspace / "objectives.yaml").write_text(yaml.safe_dump({"objectives": reference["objectives"]}), "utf-8")
-    train_script.main(
-        [
-            *("--config", str(workspace / "objectives.yaml"), "--model-type", "mice"),
-            *("--backbone", reference["backbone"], "--fusion-layer", "1", "--interaction-layers", "2"),
-            *("--teacher-data", reference["teacher_data"], "--list-size", "4", "--sampling", "random"),
-            "--require-positive",
-            *("--batch-size", "2", "--max-steps", "4", "--save-steps", "2", "--learning-rate", "1e-3"),
-            *("--seed", "5", "--logging-steps", "1", "--output-dir", reference["output_dir"]),
-        ]
-    )
+    flags = ["train", "--model_type", "mice", "--backbone", reference["backbone"], "--fusion_layer", "1"]
+    flags += ["--interaction_layers", "2", "--teacher_data", reference["teacher_data"], "--list_size", "4"]
+    flags += ["--objectives", "MarginMSELoss", json.dumps(reference["objectives"][1]), "--sampling", "random"]
+    flags += ["--require_positive", "--per_device_train_batch_size", "2", "--max_steps", "4", "--save_steps", "2"]
+    flags += ["--learning_rate", "1e-3", "--seed", "5", "--logging_steps", "1", "--report_to", "none"]
+    assert cli.main([*flags, "--output_dir", reference["output_dir"]]) == 0
 
-    resumed = train_script.main(["--config", str(config)])
-    assert resumed["hyperparameters"]["max_steps"] == 4
+    resumed = train(TrainConfig.from_file(config))
+    assert resumed.resumed_from == str(interrupted / "checkpoint-2")
+    assert resumed.record["hyperparameters"]["max_steps"] == 4
     state = json.loads((interrupted / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
 
@@ -132,17 +123,26 @@ def test_killed_run_resumes_to_the_same_weights(train_script, workspace):
         torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_output_folder_loads_and_records_the_run(train_script, workspace):
+def test_a_checkpoint_written_in_part_is_not_resumed_from(tmp_path):
+    for step, complete in ((2, True), (4, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+
+
+def test_output_folder_loads_and_records_the_run(workspace):
     output = workspace / "reference"
     if not (output / "training_record.json").is_file():
-        train_script.main(
-            ["--config", str(workspace / "run.yaml"), "--output-dir", str(output), "--no-resume", "--max-steps", "2"]
-        )
+        train(TrainConfig.from_file(workspace / "run.yaml", output_dir=str(output), resume=False, max_steps=2))
     record = json.loads((output / "training_record.json").read_text())
     assert record["model_type"] == "mice" and record["backbone"] == str(workspace / "backbone")
     assert (record["fusion_layer"], record["interaction_layers"], record["dropped_layers"]) == (1, 2, [])
     assert [(o["name"], o["weight"]) for o in record["objectives"]] == [("MarginMSELoss", 1.0), ("InfoNCELoss", 0.5)]
     assert record["objectives"][1]["config"]["in_batch_negatives"] is True
+    assert "@inproceedings{gao2021rethink" in record["objectives"][1]["citation"]  # the card cites it from here
     assert record["teacher"] == {"name": "hand-made", "description": "scores written by the test"}
     assert record["data"]["train_queries"] == 12 and record["data"]["list_size"] == 4
     assert record["hyperparameters"]["learning_rate"] == 1e-3 and record["hyperparameters"]["seed"] == 5
@@ -159,28 +159,57 @@ def test_output_folder_loads_and_records_the_run(train_script, workspace):
     torch.testing.assert_close(scores.float(), logits, atol=1e-5, rtol=1e-4)
 
 
-def test_unknown_setting_and_objective_are_named(train_script, workspace, capsys):
-    config = workspace / "bad.yaml"
-    config.write_text(yaml.safe_dump({"lerning_rate": 1e-5}), encoding="utf-8")
-    with pytest.raises(SystemExit):
-        train_script.parse_settings(["--config", str(config), "--output-dir", "x", "--teacher-data", "y"])
-    assert "unknown setting(s) ['lerning_rate']" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="unknown objective 'ListMLE'"):
-        train_script.objective_specs(["ListMLE:2"])
-    assert train_script.objective_specs(["kl:0.5", {"name": "KLDivergenceLoss", "temperature": 2}]) == [
+def test_config_files_flags_and_their_errors(workspace, tmp_path, capsys):
+    values = {**settings(workspace, "x"), "learning_rate": "1e-3", "max_steps": "4"}  # YAML reads 1e-3 as a string
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
+    (tmp_path / "run.json").write_text(json.dumps(values), encoding="utf-8")
+    for path in ("run.yaml", "run.json"):
+        config = TrainConfig.from_file(tmp_path / path, seed=7)
+        assert config.training.learning_rate == 1e-3 and config.training.max_steps == 4 and config.training.seed == 7
+        assert config.model.model_type == "mice" and config.distillation.list_size == 4
+    assert TrainConfig.from_dict(values).distillation.objectives[1] == {
+        "name": "InfoNCELoss",
+        "weight": 0.5,
+        "in_batch_negatives": True,
+    }
+
+    errors = [
+        ({**values, "lerning_rate": 1e-5}, "unknown setting(s) ['lerning_rate']"),
+        ({k: v for k, v in values.items() if k != "output_dir"}, "output_dir is required"),
+        ({k: v for k, v in values.items() if k != "teacher_data"}, "teacher_data is required"),
+        ({**values, "max_steps": "many"}, "max_steps must be int, got 'many'"),
+        ({**values, "model_type": "cross-encoder", "freeze_independent_layers": True}, "is for MICE"),
+        ({**values, "dropout": 1.5}, r"dropout must be in [0, 1), got 1.5"),
+    ]
+    for bad, message in errors:
+        with pytest.raises(ConfigError) as error:
+            TrainConfig.from_dict(bad)
+        assert message in str(error.value)
+    with pytest.raises(ConfigError, match="unknown objective 'ListMLE'"):
+        objective_specs(["ListMLE:2"])
+    assert objective_specs(["kl:0.5", {"name": "KLDivergenceLoss", "temperature": 2}]) == [
         ("KLDivergenceLoss", 0.5, {}),
         ("KLDivergenceLoss", 1.0, {"temperature": 2}),
     ]
 
+    # The command says what was wrong in one line, with a hint, and no traceback.
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**values, "lerning_rate": 1e-5}), encoding="utf-8")
+    assert cli.main(["train", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown setting(s) ['lerning_rate']") and "\nhint: " in err and "Traceback" not in err
+    assert cli.main(["train", str(tmp_path / "run.yaml"), "--teacher_data", str(tmp_path / "nowhere")]) == 2
+    assert "is not a saved teacher dataset" in capsys.readouterr().err
 
-def test_frozen_independent_layers_train_only_the_upper_part(train_script, workspace, capsys):
+
+def test_frozen_independent_layers_train_only_the_upper_part(workspace):
     output = workspace / "frozen"
-    record = train_script.main(
+    assert cli.main(
         [
-            "--config", str(workspace / "run.yaml"), "--output-dir", str(output), "--no-resume", "--max-steps", "2",
-            "--freeze-independent-layers", "--pooling", "mean", "--cls-reads-document",
+            "train", str(workspace / "run.yaml"), "--output_dir", str(output), "--no_resume", "--max_steps", "2",
+            "--freeze_independent_layers", "--pooling", "mean", "--cls_reads_document",
         ]
-    )  # fmt: skip
+    ) == 0  # fmt: skip
+    record = json.loads((output / "training_record.json").read_text())
     config = json.loads((output / "config.json").read_text())
     assert config["pooling"] == "mean" and config["mask_cls_to_doc"] is False and config["mask_query_to_cls"] is True
     untrained = AutoModelForSequenceClassification.from_pretrained(str(workspace / "backbone"))
@@ -194,23 +223,17 @@ def test_frozen_independent_layers_train_only_the_upper_part(train_script, works
     assert any(not torch.equal(trained[k], source[k.replace("mice.interaction.0.", "encoder.layer.1.")]) for k in upper)
     assert not torch.equal(trained["mice.backbone.pooler.dense.weight"], source["pooler.dense.weight"])
     assert record["trainable_parameters"] == record["num_parameters"] - sum(v.numel() for v in lower.values())
-    with pytest.raises(SystemExit):
-        train_script.parse_settings(
-            ["--model-type", "cross-encoder", "--freeze-independent-layers", "--output-dir", "x", "--teacher-data", "y"]
-        )
-    assert "--freeze-independent-layers is for MICE" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model_type", ["cross-encoder", "mice"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_dropout_setting_reaches_every_dropout_of_the_family(train_script, tmp_path, family, model_type):
+def test_dropout_setting_reaches_every_dropout_of_the_family(tmp_path, family, model_type):
     backbone = build_tiny_backbone(tmp_path, family, num_hidden_layers=3)
     queries, documents = ["which package has the tool"], [["debian ships the tool", "a font for the console"]]
 
     def train_mode_scores(dropout: float) -> list[torch.Tensor]:
-        flags = ["--model-type", model_type, "--fusion-layer", "1", "--interaction-layers", "2", "--dropout"]
-        settings = train_script.parse_settings([*flags, str(dropout), "--output-dir", "x", "--teacher-data", "y"])
-        model = train_script.build_model(settings, str(backbone))
+        config = ModelConfig(model_type, str(backbone), fusion_layer=1, interaction_layers=2, dropout=dropout)
+        model = build_model(config)
         model.model.train()
         with torch.no_grad():
             return [score_lists(model, queries, documents) for _ in range(2)]
@@ -218,10 +241,4 @@ def test_dropout_setting_reaches_every_dropout_of_the_family(train_script, tmp_p
     noisy = train_mode_scores(0.5)
     assert not torch.equal(*noisy), "dropout 0.5 should make two training-mode passes differ"
     quiet = train_mode_scores(0.0)
-    assert torch.equal(*quiet), "with --dropout 0 a training-mode pass must be deterministic"
-
-
-def test_dropout_out_of_range_is_refused(train_script, capsys):
-    with pytest.raises(SystemExit):
-        train_script.parse_settings(["--dropout", "1.5", "--output-dir", "x", "--teacher-data", "y"])
-    assert "--dropout must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert torch.equal(*quiet), "with dropout 0 a training-mode pass must be deterministic"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from datasets import Dataset
 from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
-from tiny_models import build_tiny_backbone
+from tiny_models import FAMILIES, build_tiny_backbone
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoTokenizer
 
@@ -22,6 +22,8 @@ from trainers import (
     MarginMSELoss,
     find_mice_model,
     freeze_independent_layers,
+    list_inputs_for,
+    score_lists,
 )
 
 QUERIES = [
@@ -91,19 +93,53 @@ def test_mice_aware_batching_matches_joint_pairs_with_fewer_flops(mice_folder, t
     assert find_mice_model(model) is not None
     loss = CombinedLoss(model, [(MarginMSELoss(model), 1.0), (KLDivergenceLoss(model, temperature=2.0), 0.5)])
     data = rows()
+    mice_aware = trainer_for(model, loss, tmp_path)
+    batch = mice_aware.data_collator([data[i] for i in range(len(data))])
+    assert {"query_input_ids", "document_input_ids"} <= set(batch["model_inputs"]["groups"][0])  # tokenized already
     with FlopCounterMode(display=False) as mice_flops:
-        mice_aware = batch_loss(trainer_for(model, loss, tmp_path), data)
-    # The generic path: each objective scores joint pairs itself, as in sentence-transformers.
-    targets = {"scores": [torch.tensor(s) for s in data["scores"]]}
+        mice_loss = mice_aware.compute_loss(model, batch)
+    # The reference: joint pairs through the model's own preprocessing, as sentence-transformers' losses score them.
+    joint = trainer_for(model, loss, tmp_path / "joint", mice_aware_batching=False)
     with FlopCounterMode(display=False) as joint_flops:
-        joint = sum(loss([data["query"], data["documents"]], targets).values())
-    assert mice_aware.item() == pytest.approx(joint.item(), abs=1e-5)
-    # Joint pairs also repeat the forward for each objective; compare with one joint forward too.
-    joint_once = trainer_for(model, loss, tmp_path / "joint", mice_aware_batching=False)
-    with FlopCounterMode(display=False) as joint_once_flops:
-        joint_once_loss = batch_loss(joint_once, data)
-    assert joint_once_loss.item() == pytest.approx(joint.item(), abs=1e-5)
-    assert mice_flops.get_total_flops() < joint_once_flops.get_total_flops() < joint_flops.get_total_flops()
+        joint_loss = batch_loss(joint, data)
+    assert mice_loss.item() == pytest.approx(joint_loss.item(), abs=1e-5)
+    targets = {"scores": [torch.tensor(s) for s in data["scores"]]}
+    called = sum(loss([data["query"], data["documents"]], targets).values())  # as a sentence-transformers loss
+    assert called.item() == pytest.approx(joint_loss.item(), abs=1e-6)
+    assert mice_flops.get_total_flops() < joint_flops.get_total_flops()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_collator_tokenizes_lists_as_the_model_does(family, tmp_path):
+    """The collator tokenizes without the model (so that DataLoader workers can): the same tensors as MICE's own
+    tokenize_queries / tokenize_documents, for every family."""
+    folder = build_mice(str(build_tiny_backbone(tmp_path, family, num_hidden_layers=3)), tmp_path / "mice")
+    model = CrossEncoder(folder, trust_remote_code=True)
+    mice = find_mice_model(model)
+    queries, documents = QUERIES, [DOCUMENTS[0][:3], DOCUMENTS[1][:2]]  # two list lengths: two groups
+    inputs = list_inputs_for(model)(queries, documents)
+    for group, row in zip(inputs["groups"], (0, 1), strict=True):
+        expected = mice.tokenize_queries(model.tokenizer, [queries[row]]) | mice.tokenize_documents(
+            model.tokenizer, documents[row]
+        )
+        assert group.keys() == expected.keys()
+        for key, tensor in expected.items():
+            assert torch.equal(group[key], tensor), key
+    joint = score_lists(model, queries, documents, mice_aware=False)
+    torch.testing.assert_close(score_lists(model, queries, documents), joint, atol=1e-5, rtol=1e-4)
+
+
+def test_tokenizing_in_dataloader_workers_trains_the_same_weights(mice_folder, tmp_path):
+    weights = []
+    for workers in (0, 1):
+        torch.manual_seed(0)
+        model = CrossEncoder(mice_folder, trust_remote_code=True)
+        trainer = trainer_for(
+            model, MarginMSELoss(model), tmp_path / str(workers), train=rows(4), dataloader_num_workers=workers
+        )
+        trainer.train()
+        weights.append({name: p.detach().clone() for name, p in model.named_parameters()})
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 def parameters_without_gradient(folder: str, tmp_path) -> list[str]:
@@ -248,11 +284,23 @@ def test_document_state_memo_bounds_its_size_and_refuses_trainable_lower_layers(
 
 @pytest.mark.parametrize("model_kind", ["cross-encoder", "mice"])
 def test_head_learning_rate_applies_to_exactly_the_classification_head(model_kind, backbone, mice_folder, tmp_path):
-    from trainers.train_cli import HEAD_PARAMETERS
-
     model = CrossEncoder(mice_folder, trust_remote_code=True) if model_kind == "mice" else CrossEncoder(backbone)
-    trainer = trainer_for(model, MarginMSELoss(model), tmp_path, learning_rate_mapping={HEAD_PARAMETERS: 0.5})
+    trainer = trainer_for(model, MarginMSELoss(model), tmp_path, head_learning_rate=0.5)
     optimizer = trainer.create_optimizer()
     head = [p for group in optimizer.param_groups if group["lr"] == 0.5 for p in group["params"]]
     expected = [p for name, p in model.named_parameters() if ("classifier" in name or "classification_head" in name)]
     assert head and {id(p) for p in head} == {id(p) for p in expected}
+
+
+def test_evaluation_loss_is_the_loss_of_the_evaluation_rows(mice_folder, tmp_path):
+    model = CrossEncoder(mice_folder, trust_remote_code=True)
+    arguments = DistillationTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], per_device_eval_batch_size=2, save_strategy="no"
+    )
+    loss = MarginMSELoss(model)
+    trainer = DistillationTrainer(model=model, args=arguments, train_dataset=rows(), eval_dataset=rows(), loss=loss)
+    metrics = trainer.evaluate()
+    model.eval()
+    with torch.no_grad():
+        expected = batch_loss(trainer, rows())
+    assert metrics["eval_loss"] == pytest.approx(expected.item(), abs=1e-5)

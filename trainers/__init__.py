@@ -1,10 +1,24 @@
-"""Distillation trainers for cross-encoders and MICE: objectives, MICE-aware batching, the trainer, teacher-score
-datasets (builders, teachers, candidate mining, importers) and the run record."""
+"""Distillation trainers for cross-encoders and MICE: the training API (``TrainConfig``, ``train``), the
+objectives, the trainer with its MICE-aware batching, the frozen-document cache and the run record.
 
-from .batching import BatchScores, ListwiseDataCollator, find_mice_model, score_lists
-from .candidates import CandidateList, candidates_from_run_file, mine_bm25_candidates
+    from trainers import TrainConfig, train
+
+    result = train(TrainConfig.from_file("run.yaml"))
+
+Teacher-score datasets, teachers and candidate lists are the data layer below: ``ranking_data``.
+"""
+
+from .batching import (
+    JointPairInputs,
+    ListwiseDataCollator,
+    MiceInputs,
+    find_mice_model,
+    list_inputs_for,
+    score_inputs,
+    score_lists,
+)
+from .config import ConfigError, DistillationConfig, ModelConfig, TrainConfig
 from .frozen_documents import DocumentStateMemo, freeze_independent_layers, independent_layers_frozen
-from .importers import import_hofstaetter_scores, import_trec_run
 from .losses import (
     ADRMSELoss,
     CombinedLoss,
@@ -12,60 +26,48 @@ from .losses import (
     HingeLoss,
     InfoNCELoss,
     KLDivergenceLoss,
+    ListScores,
     MarginMSELoss,
     PointwiseBCELoss,
     PointwiseMSELoss,
 )
-from .teacher_data import TeacherDataError, TeacherDataset, build_from_beir, build_teacher_dataset
-from .teachers import (
-    BiEncoderTeacher,
-    BM25Teacher,
-    CallableTeacher,
-    CrossEncoderTeacher,
-    EnsembleTeacher,
-    MiceTeacher,
-    Teacher,
-)
 from .trainer import DistillationTrainer, DistillationTrainingArguments, validate_rows
+from .training import TrainResult, build_loss, build_model, train
 from .training_record import TRAINING_RECORD, build_training_record, write_training_record
 
 __all__ = [
     "ADRMSELoss",
-    "BM25Teacher",
-    "BatchScores",
-    "BiEncoderTeacher",
-    "CallableTeacher",
-    "CandidateList",
     "CombinedLoss",
-    "CrossEncoderTeacher",
+    "ConfigError",
     "DistillRankNetLoss",
-    "DocumentStateMemo",
+    "DistillationConfig",
     "DistillationTrainer",
     "DistillationTrainingArguments",
-    "EnsembleTeacher",
+    "DocumentStateMemo",
     "HingeLoss",
     "InfoNCELoss",
+    "JointPairInputs",
     "KLDivergenceLoss",
+    "ListScores",
     "ListwiseDataCollator",
     "MarginMSELoss",
-    "MiceTeacher",
+    "MiceInputs",
+    "ModelConfig",
     "PointwiseBCELoss",
     "PointwiseMSELoss",
     "TRAINING_RECORD",
-    "Teacher",
-    "TeacherDataError",
-    "TeacherDataset",
-    "build_from_beir",
-    "build_teacher_dataset",
+    "TrainConfig",
+    "TrainResult",
+    "build_loss",
+    "build_model",
     "build_training_record",
-    "candidates_from_run_file",
     "find_mice_model",
     "freeze_independent_layers",
-    "import_hofstaetter_scores",
-    "import_trec_run",
     "independent_layers_frozen",
-    "mine_bm25_candidates",
+    "list_inputs_for",
+    "score_inputs",
     "score_lists",
+    "train",
     "validate_rows",
     "write_training_record",
 ]

@@ -7,7 +7,7 @@ document's frozen states. The student then learns to undo that change on the use
 
 1. **training queries**: the folder's own queries (the ``train`` split's ids when ``qrels/train.tsv`` exists,
    otherwise every query that no other qrels split judges, so evaluation queries stay unseen; no judgement is read),
-   or pseudo-queries made from the corpus when the folder has none (``trainers.synthetic_queries``);
+   or pseudo-queries made from the corpus when the folder has none (``ranking_data.synthetic_queries``);
 2. **the parent's scores**: BM25's top ``depth`` documents for each query, scored by the parent (raw logits), saved
    as a teacher dataset (resumable);
 3. **distillation** on those lists (or ``list_size`` documents of each) (``ConversionLoss``): the KL divergence between
@@ -242,7 +242,7 @@ class ConversionData:
 
 def _folder_queries(folder: Path) -> tuple[dict[str, str], str] | None:
     """The folder's own training queries and a description, or None when it has none to offer."""
-    from evaluation.beir import read_jsonl, read_qrels
+    from ranking_data.beir import read_jsonl, read_qrels
 
     path = folder / "queries.jsonl"
     if not path.is_file():
@@ -262,9 +262,9 @@ def load_conversion_data(config: ConversionConfig) -> ConversionData:
     """The corpus and up to ``max_queries + held_out_queries`` training queries (see ``ConversionConfig.queries``)."""
     import random
 
-    from evaluation.beir import BeirFormatError, read_corpus
+    from ranking_data.beir import BeirFormatError, read_corpus
 
-    from .synthetic_queries import generate_queries
+    from ranking_data.synthetic_queries import generate_queries
 
     folder = Path(config.data)
     if not (folder / "corpus.jsonl").is_file():
@@ -300,12 +300,12 @@ def build_parent_scores(config: ConversionConfig, data: ConversionData, folder: 
 
     Resumable: finished batches are kept next to ``folder`` until the dataset is saved.
     """
-    from evaluation.beir import document_text
-    from evaluation.bm25 import BM25Retriever
+    from ranking_data.beir import document_text
+    from ranking_data.bm25 import BM25Retriever
 
-    from .candidates import candidates_from_ranking
-    from .teacher_data import TeacherDataset, build_teacher_dataset
-    from .teachers import CrossEncoderTeacher
+    from ranking_data.candidates import candidates_from_ranking
+    from ranking_data.teacher_data import TeacherDataset, build_teacher_dataset
+    from ranking_data.teachers import CrossEncoderTeacher
 
     folder = Path(folder)
     if (folder / "train").is_dir():
@@ -585,7 +585,7 @@ def build_student(config: ConversionConfig, parent: ParentInfo, fusion: int, int
     from modeling_mice import MiceForSequenceClassification
 
     from .frozen_documents import freeze_independent_layers
-    from .train_cli import dropout_overrides
+    from .training import dropout_overrides
 
     document_length = config.max_document_length
     if parent.max_length is not None:
@@ -659,7 +659,7 @@ def convert(config: ConversionConfig) -> ConversionResult:
         dataloader_drop_last=True,
     )
     trainer = ConversionTrainer(model=model, args=args, train_dataset=rows, loss=loss)
-    from .train_cli import last_complete_checkpoint
+    from .training import last_complete_checkpoint
 
     checkpoint = last_complete_checkpoint(args.output_dir)
     if checkpoint:

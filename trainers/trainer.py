@@ -2,13 +2,15 @@
 
 It trains whatever CrossEncoder it is given: a standard sequence-classification cross-encoder, or MICE loaded as a
 CrossEncoder (``trust_remote_code``). Rows are ``{"query", "documents", "scores"[, "ranks"][, "labels"]}``
-(docs/design.md). Each batch is scored once, through MICE's separate-input forward when the model is MICE
-(``trainers.batching``), and the scores are shared by all objectives.
+(docs/design.md). The collator tokenizes each batch (``trainers.batching``); the step scores it once, through MICE's
+separate-input forward when the model is MICE, and every objective computes its loss from those scores
+(``ListwiseObjective.loss_from_scores``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +20,13 @@ from datasets import Dataset, DatasetDict
 from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 from torch import nn
 
-from .batching import BatchScores, ListwiseDataCollator, find_mice_model, scored_by
+from .batching import ListwiseDataCollator, find_mice_model, list_inputs_for, score_inputs
 from .frozen_documents import DocumentStateMemo, independent_layers_frozen
 from .losses import MarginMSELoss
-from .losses.listwise import TARGET_COLUMNS, ListwiseObjective, is_finite
+from .losses.listwise import TARGET_COLUMNS, ListScores, ListwiseObjective, is_finite
+
+# The classification head's parameters: MICE's `classification_head`, a transformers cross-encoder's `classifier`.
+HEAD_PARAMETERS = r"\.(classification_head|classifier)\."
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +36,19 @@ class DistillationTrainingArguments(CrossEncoderTrainingArguments):
     """``CrossEncoderTrainingArguments`` plus the distillation trainer's own settings.
 
     Args:
-        mice_aware_batching: score MICE models through their separate-input forward (each query's lower layers run
+        head_learning_rate: learning rate of the classification head (a new head starts from random weights and may
+            take larger steps than the pretrained layers); default: ``learning_rate``.
+        mice_aware_batching: score MICE lists through their separate-input forward (each query's lower layers run
             once per list). Switch off only to compare with the joint-pair path; other models ignore it.
         cache_document_states: when MICE's independent layers are frozen (``trainers.freeze_independent_layers``),
             encode each document once and reuse its states (``trainers.frozen_documents``).
         document_cache_size: at most this many documents in that cache (default: no bound).
+        resume: ``trainers.train`` resumes from the last complete checkpoint in ``output_dir``.
     """
 
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the classification head (default: learning_rate)."}
+    )
     mice_aware_batching: bool = field(
         default=True, metadata={"help": "Score MICE lists with the separate-input forward (query encoded once)."}
     )
@@ -47,6 +58,18 @@ class DistillationTrainingArguments(CrossEncoderTrainingArguments):
     document_cache_size: int | None = field(
         default=None, metadata={"help": "At most this many documents in the document-state cache."}
     )
+    resume: bool = field(
+        default=True, metadata={"help": "Resume from the last complete checkpoint in output_dir (train())."}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.accelerator.is_available():
+            # Several processes on a machine without an accelerator: data-parallel on the CPU over gloo (accelerate's
+            # MULTI_CPU). Without use_cpu, transformers would let every process train alone on the whole data.
+            self.use_cpu = True
+        super().__post_init__()
+        if self.head_learning_rate is not None:
+            self.learning_rate_mapping = {**self.learning_rate_mapping, HEAD_PARAMETERS: self.head_learning_rate}
 
 
 class DistillationTrainer(CrossEncoderTrainer):
@@ -56,7 +79,7 @@ class DistillationTrainer(CrossEncoderTrainer):
     :class:`DistillationTrainingArguments` and the default loss is :class:`~trainers.losses.MarginMSELoss`.
     The training and evaluation sets are checked row by row before training (empty set, list too short for an
     objective, NaN or infinite scores, targets that do not match the documents), and a bad row is reported with
-    its index and query.
+    its index and query. Any other sentence-transformers loss trains too; it scores the pairs itself.
     """
 
     data_collator_class = ListwiseDataCollator
@@ -71,16 +94,18 @@ class DistillationTrainer(CrossEncoderTrainer):
                     label = f"{name} set" + (f" {subset!r}" if subset else "")
                     validate_rows(rows, losses.get(subset, losses.get(None)), label)
         mice = find_mice_model(self.model)
+        mice_aware = mice is not None and self.args.mice_aware_batching
         self.document_states = None
-        if (
-            mice is not None
-            and self.args.mice_aware_batching
-            and self.args.cache_document_states
-            and independent_layers_frozen(mice)
-        ):
+        if mice_aware and self.args.cache_document_states and independent_layers_frozen(mice):
             self.document_states = DocumentStateMemo(
                 mice, self.model.tokenizer, max_documents=self.args.document_cache_size
             )
+        if all(isinstance(loss, ListwiseObjective) for loss in losses.values()):
+            # Objectives compute from scores: the collator tokenizes, the step runs the model once.
+            self.data_collator.list_inputs = list_inputs_for(
+                self.model, mice_aware, encode_documents=self.document_states is None
+            )
+            self.data_collator.all_pairs = any(loss.in_batch_pairs for loss in losses.values())
 
     def get_default_loss(self, model) -> nn.Module:
         return MarginMSELoss(model)
@@ -92,30 +117,20 @@ class DistillationTrainer(CrossEncoderTrainer):
         return_outputs: bool = False,
         num_items_in_batch: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+        model_inputs = inputs.pop("model_inputs", None)
+        if model_inputs is None:
+            # A sentence-transformers loss scores the pairs itself, from the one label column it trains on.
+            targets = inputs["label"]
+            inputs["label"] = next((targets[c] for c in ("scores", "labels") if targets.get(c) is not None), None)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         dataset_name = inputs.pop("dataset_name", None)
-        prompt = inputs.pop("prompt", None)
-        task = inputs.pop("task", None)
-        targets = inputs.pop("label", None)
-        queries, documents = inputs["query"], inputs["documents"]
         loss_fn = self.loss[dataset_name] if isinstance(self.loss, dict) else self.loss
-        if not isinstance(loss_fn, ListwiseObjective):
-            # A sentence-transformers listwise loss takes one label column.
-            targets = next((targets[c] for c in ("scores", "labels") if targets.get(c) is not None), None)
         if self.document_states is not None:
             # Frozen layers run without dropout, so a query's states match the cached documents' (and inference).
             find_mice_model(self.model).mice.backbone.eval()
-        stand_in = BatchScores(
-            self.model,
-            queries,
-            documents,
-            mice_aware=self.args.mice_aware_batching,
-            prompt=prompt,
-            task=task,
-            forward=model,
-            document_states=self.document_states,
-        )
-        with scored_by(loss_fn, self.model, stand_in):
-            loss = loss_fn([queries, documents], targets, prompt=prompt, task=task)
+        flat = score_inputs(model, model_inputs, self.document_states)
+        scores = ListScores.from_flat(flat, inputs["documents"], all_pairs=self.data_collator.all_pairs)
+        loss = loss_fn.loss_from_scores(scores, inputs["label"])
         if isinstance(loss, dict):
             self.track_loss_components(loss)
             loss = torch.stack(list(loss.values())).sum()

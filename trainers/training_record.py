@@ -19,6 +19,7 @@ RECORDED_HYPERPARAMETERS = (
     "max_steps",
     "num_train_epochs",
     "learning_rate",
+    "head_learning_rate",
     "lr_scheduler_type",
     "warmup_steps",
     "weight_decay",
@@ -35,10 +36,18 @@ RECORDED_HYPERPARAMETERS = (
 
 
 def objectives_of(loss: nn.Module) -> list[dict[str, Any]]:
-    """``[{"name", "weight", "config"}]`` for a loss or a ``CombinedLoss``."""
-    if isinstance(loss, CombinedLoss):
-        return loss.get_config_dict()["objectives"]
-    return [{"name": type(loss).__name__, "weight": 1.0, "config": objective_config(loss)}]
+    """``[{"name", "weight", "config", "citation"}]`` for a loss or a ``CombinedLoss`` (the citation is the loss's
+    BibTeX, which the model card cites: the losses hold their sources, the cards only read the record)."""
+    parts = list(zip(loss.objectives, loss.weights, strict=True)) if isinstance(loss, CombinedLoss) else [(loss, 1.0)]
+    return [
+        {
+            "name": type(objective).__name__,
+            "weight": weight,
+            "config": objective_config(objective),
+            "citation": (getattr(objective, "citation", None) or "").strip() or None,
+        }
+        for objective, weight in parts
+    ]
 
 
 def build_training_record(

@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 import mice_rerank
-from evaluation.beir import load_beir
-from evaluation.bm25 import BM25Retriever
 from modeling_mice import MiceDocumentStates, MiceForSequenceClassification
+from ranking_data.beir import load_beir
+from ranking_data.bm25 import BM25Retriever
 
 logger = logging.getLogger("mice_space")
 

@@ -6,16 +6,15 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from .listwise import ListwiseObjective, Targets
+from .listwise import ListScores, ListwiseObjective, Targets
 
 
 class CombinedLoss(ListwiseObjective, nn.Module):
     r"""Weighted sum of objectives: :math:`\mathcal{L} = \sum_k w_k \mathcal{L}_k`.
 
-    ``forward`` returns one entry per objective (already weighted), as sentence-transformers' trainers expect from a
+    The loss is one entry per objective (already weighted), as sentence-transformers' trainers expect from a
     multi-component loss: they sum the entries and log each one. Every objective must take the same listwise rows;
-    a row must satisfy all of them. ``DistillationTrainer`` scores a batch once and shares the scores between the
-    objectives.
+    a row must satisfy all of them. The lists are scored once and the scores shared by the objectives.
 
     Args:
         model: the CrossEncoder the objectives train.
@@ -31,26 +30,30 @@ class CombinedLoss(ListwiseObjective, nn.Module):
         super().__init__()
         if not objectives:
             raise ValueError("CombinedLoss needs at least one (objective, weight) pair.")
+        not_listwise = [type(o).__name__ for o, _ in objectives if not isinstance(o, ListwiseObjective)]
+        if not_listwise:
+            raise ValueError(f"CombinedLoss combines objectives of trainers.losses, not {not_listwise}.")
         self.model = model
         self.objectives = nn.ModuleList([objective for objective, _ in objectives])
         self.weights = [float(weight) for _, weight in objectives]
         names = [type(objective).__name__ for objective in self.objectives]
         self.names = [name if names.count(name) == 1 else f"{name}_{i}" for i, name in enumerate(names)]
-        self.min_list_size = max(getattr(objective, "min_list_size", 1) for objective in self.objectives)
+        self.min_list_size = max(objective.min_list_size for objective in self.objectives)
+
+    @property
+    def in_batch_pairs(self) -> bool:
+        return any(objective.in_batch_pairs for objective in self.objectives)
 
     def row_problem(self, num_documents: int, targets: Mapping[str, Sequence[float]]) -> str | None:
         for objective in self.objectives:
-            if isinstance(objective, ListwiseObjective):
-                problem = objective.row_problem(num_documents, targets)
-                if problem:
-                    return problem
+            problem = objective.row_problem(num_documents, targets)
+            if problem:
+                return problem
         return None
 
-    def forward(
-        self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None
-    ) -> dict[str, Tensor]:
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> dict[str, Tensor]:
         return {
-            name: weight * objective(inputs, labels, prompt=prompt, task=task)
+            name: weight * objective.loss_from_scores(scores, labels)
             for name, weight, objective in zip(self.names, self.weights, self.objectives, strict=True)
         }
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from sentence_transformers.cross_encoder.losses import RankNetLoss
+import torch
+from sentence_transformers.cross_encoder.losses import ADRMSELoss, RankNetLoss
 from torch import Tensor, nn
 
-from .listwise import ListwiseObjective, Targets
+from .listwise import ListScores, ListwiseObjective, Targets, padded_rows
 
 
 class DistillRankNetLoss(ListwiseObjective, RankNetLoss):
@@ -24,9 +26,9 @@ class DistillRankNetLoss(ListwiseObjective, RankNetLoss):
     (arXiv 2603.03010) trained on RankZephyr rankings.
 
     It is sentence-transformers' :class:`~sentence_transformers.cross_encoder.losses.RankNetLoss` (LambdaLoss with
-    no weighting) fed with negated teacher ranks. One difference in the defaults: theirs divides by :math:`\ln 2`
-    (``reduction_log="binary"``); the paper's loss uses the natural log, which is this class's default. Both
-    average over all ordered pairs of the batch.
+    no weighting: with ``k``, only pairs with a document in the student's top ``k``) fed with negated teacher ranks.
+    One difference in the defaults: theirs divides by :math:`\ln 2` (``reduction_log="binary"``); the paper's loss
+    uses the natural log, which is this class's default. Both average over all ordered pairs of the batch.
 
     Inputs:
         +---------------------------------+-------------------------------------------+-------------------------------+
@@ -57,20 +59,25 @@ class DistillRankNetLoss(ListwiseObjective, RankNetLoss):
             mini_batch_size=mini_batch_size,
         )
 
-    def forward(self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None) -> Tensor:
-        return super().forward(inputs, self.relevance(labels), prompt=prompt, task=task)
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> Tensor:
+        student, mask = padded_rows([self.activation_fn(row) for row in scores.rows], -1e16)
+        relevance, _ = padded_rows(self.relevance(labels), float("-inf"))
+        # Pairs in the order of the student's scores: the top-k cutoff reads the student's ranking.
+        student, order = student.sort(descending=True, dim=-1)
+        relevance = relevance.gather(1, order)
+        differences = relevance[:, :, None] - relevance[:, None, :]
+        ordered = torch.isfinite(differences) & (differences > 0)  # padding is -inf: never in a pair
+        width = student.shape[1]
+        top = torch.zeros((width, width), dtype=torch.bool, device=student.device)
+        top[: self.k or width, :] = True
+        top[:, : self.k or width] = True
+        margins = (student[:, :, None] - student[:, None, :]).clamp(min=-1e8, max=1e8).nan_to_num(0.0)
+        losses = -nn.functional.logsigmoid(self.sigma * margins)[ordered & top]
+        if self.reduction_log == "binary":
+            losses = losses / math.log(2)
+        return losses.sum() / max(losses.numel(), 1)
 
     @property
     def citation(self) -> str:
-        return RANK_DISTILLM
-
-
-RANK_DISTILLM = """
-@inproceedings{schlatt2025rankdistillm,
-    title={Rank-DistiLLM: Closing the Effectiveness Gap Between Cross-Encoders and LLMs for Passage Re-ranking},
-    author={Schlatt, Ferdinand and Fr{\\"o}be, Maik and Scells, Harrisen and Zhuang, Shengyao and Koopman, Bevan and Zuccon, Guido and Stein, Benno and Potthast, Martin and Hagen, Matthias},
-    booktitle={Advances in Information Retrieval (ECIR 2025)},
-    year={2025},
-    doi={10.1007/978-3-031-88714-7_31}
-}
-"""
+        # The paper of ADR-MSE too: one entry for both, sentence-transformers' own.
+        return ADRMSELoss.citation.fget(self)

@@ -6,7 +6,7 @@ import torch
 from sentence_transformers.util import fullname
 from torch import Tensor, nn
 
-from .listwise import ListwiseObjective, Targets, listwise_inputs, pair_logits, split_rows
+from .listwise import ListScores, ListwiseObjective, Targets
 
 
 class HingeLoss(ListwiseObjective, nn.Module):
@@ -48,20 +48,17 @@ class HingeLoss(ListwiseObjective, nn.Module):
         self.margin = margin
         self.activation_fn = activation_fn or nn.Identity()
 
-    def forward(self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None) -> Tensor:
-        queries, documents = listwise_inputs(inputs, type(self).__name__)
-        relevance = self.relevance(labels)
-        logits = split_rows(self.activation_fn(pair_logits(self.model, queries, documents, prompt, task)), documents)
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> Tensor:
         losses = []
-        for row_logits, row_labels in zip(logits, relevance, strict=True):
-            row_labels = row_labels.to(row_logits.device)
+        for row_logits, row_labels in zip(scores.rows, self.relevance(labels), strict=True):
+            row_logits = self.activation_fn(row_logits)
             ordered = row_labels[:, None] > row_labels[None, :]
             margins = row_logits[:, None] - row_logits[None, :]
             losses.append(torch.relu(self.margin - margins)[ordered])
         losses = torch.cat(losses)
         if losses.numel() == 0:
             # No pair is ordered by the labels: nothing to learn, but keep the graph for DDP.
-            return torch.cat(logits).sum() * 0.0
+            return torch.cat(scores.rows).sum() * 0.0
         return losses.mean()
 
     def get_config_dict(self) -> dict[str, float | str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 from torch import Tensor, nn
 
-from .listwise import ListwiseObjective, Targets, is_finite, listwise_inputs, rows_by_length
+from .listwise import ListScores, ListwiseObjective, Targets, is_finite, rows_by_length
 
 
 class InfoNCELoss(ListwiseObjective, MultipleNegativesRankingLoss):
@@ -23,15 +23,15 @@ class InfoNCELoss(ListwiseObjective, MultipleNegativesRankingLoss):
     with a positive label; the negatives :math:`n_j` are the list's documents labelled 0 (other positives are left
     out, they are not negatives). With ``positive_from="teacher"`` the positive is the teacher's best document (top
     score, or rank 1) and every other document is a negative, for lists without human labels. With
-    ``in_batch_negatives=True`` the documents of the other lists of the batch, :math:`B_{\neg q}`, are negatives too.
+    ``in_batch_negatives=True`` every document of the other lists of the batch, :math:`B_{\neg q}`, is a negative too.
 
     This is the localized contrastive estimation of Gao et al. (ECIR 2021) used as stage 1 of Rank-DistiLLM
     (8 passages per query, one relevant) and the "InfoNCE" objective of the distillation study (arXiv 2603.03010,
     ``ListwiseSoftmaxCrossEntropy`` in xpmir). It is sentence-transformers'
-    :class:`~sentence_transformers.cross_encoder.losses.MultipleNegativesRankingLoss` with different defaults:
-    theirs applies a Sigmoid and a scale of 10 to the logits and samples 4 in-batch negatives; the papers' loss is
-    the plain softmax over raw logits, which is what ``activation_fn=None, scale=1.0`` gives. In-batch negatives are
-    taken within groups of lists of equal length (the whole batch when all lists have the same length).
+    :class:`~sentence_transformers.cross_encoder.losses.MultipleNegativesRankingLoss` (its ``activation_fn``,
+    ``scale`` and cross-entropy) with different defaults: theirs applies a Sigmoid and a scale of 10 to the logits
+    and samples 4 in-batch negatives; the papers' loss is the plain softmax over raw logits, which is what
+    ``activation_fn=None, scale=1.0`` gives.
 
     Args:
         model: the CrossEncoder to train (``num_labels=1``).
@@ -66,6 +66,10 @@ class InfoNCELoss(ListwiseObjective, MultipleNegativesRankingLoss):
         self.in_batch_negatives = in_batch_negatives
         self.accepted_targets = ("labels",) if positive_from == "labels" else ("ranks", "scores")
 
+    @property
+    def in_batch_pairs(self) -> bool:
+        return self.in_batch_negatives
+
     def row_problem(self, num_documents: int, targets: Mapping[str, Sequence[float]]) -> str | None:
         problem = super().row_problem(num_documents, targets)
         if problem or self.positive_from == "teacher":
@@ -89,22 +93,29 @@ class InfoNCELoss(ListwiseObjective, MultipleNegativesRankingLoss):
             )
         return positives[0], negatives
 
-    def get_in_batch_negatives(self, anchors: list[str], candidates: list[list[str]]) -> Iterator[list[str]]:
-        if not self.in_batch_negatives:
-            return iter(())
-        return super().get_in_batch_negatives(anchors, candidates)
-
-    def forward(self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None) -> Tensor:
-        queries, documents = listwise_inputs(inputs, type(self).__name__)
-        relevance = self.relevance(labels)
-        splits = [self.split_list(row) for row in relevance]
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> Tensor:
+        candidates = []  # per query: the positive's logit first, then its negatives'
+        start = 0
+        for row, relevance in zip(scores.rows, self.relevance(labels), strict=True):
+            positive, negatives = self.split_list(relevance)
+            logits = [row[positive : positive + 1], row[negatives]]
+            if self.in_batch_negatives:
+                others = torch.ones(scores.all_pairs.shape[1], dtype=torch.bool, device=row.device)
+                others[start : start + len(row)] = False
+                logits.append(scores.all_pairs[len(candidates), others])
+            candidates.append(torch.cat(logits))
+            start += len(row)
+        # sentence-transformers' cross-entropy with the positive at index 0, over queries with as many candidates.
         total = 0.0
-        for _, rows in rows_by_length([negatives for _, negatives in splits]).items():
-            columns = [[queries[row] for row in rows], [documents[row][splits[row][0]] for row in rows]]
-            for c in range(len(splits[rows[0]][1])):
-                columns.append([documents[row][splits[row][1][c]] for row in rows])
-            total = total + super().forward(columns, None, prompt=prompt, task=task) * len(rows)
-        return total / len(queries)
+        for _, group in rows_by_length(candidates).items():
+            logits = torch.stack([candidates[row] for row in group])
+            if self.activation_fn:
+                logits = self.activation_fn(logits)
+            if self.scale:
+                logits = logits * self.scale
+            targets = torch.zeros(len(group), dtype=torch.long, device=logits.device)
+            total = total + self.cross_entropy_loss(logits, targets) * len(group)
+        return total / len(candidates)
 
     def get_config_dict(self) -> dict[str, float | str | bool]:
         config = super().get_config_dict()

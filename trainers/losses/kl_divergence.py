@@ -6,7 +6,7 @@ import torch
 from sentence_transformers.cross_encoder.losses import ListNetLoss
 from torch import Tensor, nn
 
-from .listwise import ListwiseObjective, Targets
+from .listwise import ListScores, ListwiseObjective, Targets, padded_rows
 
 
 class Temperature(nn.Module):
@@ -30,13 +30,14 @@ class KLDivergenceLoss(ListwiseObjective, ListNetLoss):
         \mathcal{L} = \frac{T^2}{|Q|}\sum_q \sum_i p_{qi} \log\frac{p_{qi}}{p^s_{qi}}
 
     with teacher scores :math:`t`, raw student logits :math:`s` and temperature :math:`T`; the :math:`T^2` factor keeps
-    gradient magnitudes comparable across temperatures (Hinton et al. 2015). This is Lightning-IR's ``KLDivergence``
-    and PyLate's ``Distillation`` loss for cross-encoders.
+    gradient magnitudes comparable across temperatures (Hinton et al. 2015). The "KL" objective of the distillation
+    study (arXiv 2603.03010). PyLate's ``Distillation`` loss is a related KL divergence, between normalised score
+    lists of a ColBERT student and without a temperature; it is not this loss.
 
     It is sentence-transformers' :class:`~sentence_transformers.cross_encoder.losses.ListNetLoss` (the cross-entropy
-    :math:`-\sum_i p_{qi}\log p^s_{qi}`) on logits and teacher scores divided by :math:`T`, minus the teacher's
-    entropy, which turns the cross-entropy into the KL divergence (zero when the distributions match) without
-    changing the gradients.
+    :math:`-\sum_i p_{qi}\log p^s_{qi}` over the padded lists, its ``cross_entropy_loss``) on logits and teacher
+    scores divided by :math:`T`, minus the teacher's entropy, which turns the cross-entropy into the KL divergence
+    (zero when the distributions match) without changing the gradients.
 
     Args:
         model: the CrossEncoder to train (``num_labels=1``).
@@ -60,9 +61,11 @@ class KLDivergenceLoss(ListwiseObjective, ListNetLoss):
         super().__init__(model, activation_fn=Temperature(temperature), mini_batch_size=mini_batch_size)
         self.temperature = temperature
 
-    def forward(self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None) -> Tensor:
-        teacher = [scores / self.temperature for scores in self.relevance(labels)]
-        cross_entropy = super().forward(inputs, teacher, prompt=prompt, task=task)
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> Tensor:
+        teacher = [target / self.temperature for target in self.relevance(labels)]
+        student, _ = padded_rows([self.activation_fn(row) for row in scores.rows], -1e16)
+        distribution, _ = padded_rows(teacher, float("-inf"))
+        cross_entropy = self.cross_entropy_loss(student, distribution.softmax(dim=1))
         entropy = torch.stack([-(p * p.log()).nan_to_num().sum() for p in (t.softmax(-1) for t in teacher)]).mean()
         return self.temperature**2 * (cross_entropy - entropy.to(cross_entropy.device))
 

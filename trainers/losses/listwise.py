@@ -1,15 +1,20 @@
-"""What every objective shares: listwise rows in, targets out, and the row checks the trainer runs before training.
+"""What every objective shares: listwise rows in, scores and targets to a loss, and the row checks run before training.
 
 A training row is ``{"query": str, "documents": list[str], "scores": list[float], ["ranks": list[int]],
-["labels": list[int]]}`` (docs/design.md). Losses receive a batch of rows as ``inputs = [queries, documents]`` and
-``labels`` either as a dict of target columns (``DistillationTrainer``'s collator) or, in a plain
-``CrossEncoderTrainer``, as the one label column sentence-transformers picked (a list of per-row tensors).
+["labels": list[int]]}`` (docs/design.md). An objective computes its loss from the student's scores of a batch of
+rows (:class:`ListScores`) and the rows' targets: ``DistillationTrainer`` scores each batch once (MICE-aware) and hands
+the scores to every objective (:meth:`ListwiseObjective.loss_from_scores`). Called as a sentence-transformers loss,
+``loss([queries, documents], labels)``, an objective scores the joint pairs with its model first, as
+sentence-transformers' own losses do. ``labels`` is either a dict of target columns (``DistillationTrainer``'s
+collator) or, in a plain ``CrossEncoderTrainer``, the one label column sentence-transformers picked.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from sentence_transformers.util import batch_to_device
@@ -20,15 +25,44 @@ TARGET_COLUMNS = ("scores", "ranks", "labels")
 Targets = Mapping[str, Sequence[Tensor]] | Sequence[Tensor] | Tensor
 
 
+@dataclass
+class ListScores:
+    """The student's raw logits for a batch of lists.
+
+    ``rows[i]`` scores query ``i`` against the documents of its own list. ``all_pairs`` (only when an objective
+    takes in-batch negatives) scores every query against every document of the batch, shape ``(queries,
+    documents)``, documents in list order; ``rows`` are then slices of it.
+    """
+
+    rows: list[Tensor]
+    all_pairs: Tensor | None = None
+
+    @classmethod
+    def from_flat(cls, flat: Tensor, documents: Sequence[Sequence[str]], all_pairs: bool = False) -> ListScores:
+        """Split logits scored list by list (or, with ``all_pairs``, query by query over all documents)."""
+        sizes = [len(docs) for docs in documents]
+        if not all_pairs:
+            return cls(list(torch.split(flat, sizes)))
+        matrix = flat.view(len(documents), sum(sizes))
+        starts = [0, *itertools.accumulate(sizes)][:-1]
+        return cls(
+            [matrix[row, start : start + size] for row, (start, size) in enumerate(zip(starts, sizes, strict=True))],
+            matrix,
+        )
+
+
 class ListwiseObjective:
-    """Mixin declaring what an objective needs from a listwise row, so bad rows fail before training starts.
+    """Mixin of every objective: what it needs from a row, and its loss from scores.
 
     ``accepted_targets`` lists the target columns the objective can train on, in order of preference; ``ranks`` are
     turned into "higher is better" relevance by negation. ``min_list_size`` is the fewest documents a list needs.
+    ``in_batch_pairs`` asks the scorer for every query against every document of the batch (in-batch negatives).
+    Subclasses implement :meth:`loss_from_scores`.
     """
 
     accepted_targets: tuple[str, ...] = ("scores",)
     min_list_size: int = 1
+    in_batch_pairs: bool = False
 
     def row_problem(self, num_documents: int, targets: Mapping[str, Sequence[float]]) -> str | None:
         """Why this objective cannot train on a row, or None. ``targets`` holds the row's target columns."""
@@ -46,6 +80,16 @@ class ListwiseObjective:
         the Trainer's loop, which moves only tensors) would otherwise stay on the CPU while the logits are on a GPU.
         """
         return target_lists(labels, self.accepted_targets, type(self).__name__, device=self.model.device)
+
+    def forward(self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None):
+        """sentence-transformers' loss interface: score ``[queries, documents]`` with the model, then the loss."""
+        queries, documents = listwise_inputs(inputs, type(self).__name__)
+        scores = joint_pair_scores(self.model, queries, documents, self.in_batch_pairs, prompt, task)
+        return self.loss_from_scores(scores, labels)
+
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> Tensor:
+        """The loss of a batch whose lists the student scored ``scores``, with the rows' targets ``labels``."""
+        raise NotImplementedError
 
 
 def target_lists(
@@ -80,24 +124,34 @@ def listwise_inputs(inputs: Sequence, loss_name: str) -> tuple[list[str], list[l
     return list(inputs[0]), [list(docs) for docs in inputs[1]]
 
 
-def rows_by_length(documents: Sequence[Sequence[str]]) -> dict[int, list[int]]:
-    """Row indices grouped by list length, for objectives that need rectangular batches."""
+def rows_by_length(documents: Sequence[Sequence]) -> dict[int, list[int]]:
+    """Row indices grouped by list length, for work that needs rectangular batches."""
     groups: dict[int, list[int]] = {}
     for row, docs in enumerate(documents):
         groups.setdefault(len(docs), []).append(row)
     return groups
 
 
-def pair_logits(model, queries: Sequence[str], documents: Sequence[Sequence[str]], prompt=None, task=None) -> Tensor:
-    """Raw logits of every (query, document) pair, flattened row by row, in one forward pass."""
-    pairs = [(query, doc) for query, docs in zip(queries, documents, strict=True) for doc in docs]
+def joint_pair_scores(
+    model, queries: Sequence[str], documents: Sequence[Sequence[str]], all_pairs: bool = False, prompt=None, task=None
+) -> ListScores:
+    """Score lists as sentence-transformers' losses do: the model's own ``preprocess`` of the joint pairs, one
+    forward pass. With ``all_pairs``, every query against every document of the batch."""
+    lists = [[doc for docs in documents for doc in docs]] * len(queries) if all_pairs else documents
+    pairs = [(query, doc) for query, docs in zip(queries, lists, strict=True) for doc in docs]
     features = batch_to_device(model.preprocess(pairs, prompt=prompt, task=task), model.device)
-    return model(features)["scores"].view(-1).float()
+    return ListScores.from_flat(model(features)["scores"].view(-1).float(), documents, all_pairs)
 
 
-def split_rows(flat: Tensor, documents: Sequence[Sequence[str]]) -> list[Tensor]:
-    """Undo the flattening of ``pair_logits``: one tensor per row."""
-    return list(torch.split(flat, [len(docs) for docs in documents]))
+def padded_rows(rows: Sequence[Tensor], fill: float) -> tuple[Tensor, Tensor]:
+    """Rows of different lengths as one matrix padded with ``fill``, and the boolean mask of real entries."""
+    width = max(len(row) for row in rows)
+    matrix = rows[0].new_full((len(rows), width), fill)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool, device=rows[0].device)
+    for index, row in enumerate(rows):
+        matrix[index, : len(row)] = row
+        mask[index, : len(row)] = True
+    return matrix, mask
 
 
 def is_finite(values: Sequence[float]) -> bool:

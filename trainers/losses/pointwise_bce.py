@@ -6,7 +6,7 @@ import torch
 from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 from torch import Tensor
 
-from .listwise import ListwiseObjective, Targets, listwise_inputs
+from .listwise import ListScores, ListwiseObjective, Targets
 
 
 class PointwiseBCELoss(ListwiseObjective, BinaryCrossEntropyLoss):
@@ -20,9 +20,8 @@ class PointwiseBCELoss(ListwiseObjective, BinaryCrossEntropyLoss):
     binarised: label > 0), else 0. The mean runs over all pairs of the batch. This is monoBERT's objective
     (Nogueira & Cho 2019), the pointwise "BCE" baseline of the distillation study (arXiv 2603.03010).
 
-    It flattens the listwise rows into pairs and calls sentence-transformers'
-    :class:`~sentence_transformers.cross_encoder.losses.BinaryCrossEntropyLoss` (``BCEWithLogitsLoss``), so the
-    formula is theirs.
+    It is sentence-transformers' :class:`~sentence_transformers.cross_encoder.losses.BinaryCrossEntropyLoss` on the
+    flattened pairs of the lists (its ``BCEWithLogitsLoss``, ``pos_weight`` and ``activation_fn``).
 
     Inputs:
         +---------------------------------+-----------------------------+-------------------------------+
@@ -40,12 +39,9 @@ class PointwiseBCELoss(ListwiseObjective, BinaryCrossEntropyLoss):
 
     accepted_targets = ("labels",)
 
-    def forward(self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None) -> Tensor:
-        queries, documents = listwise_inputs(inputs, type(self).__name__)
-        relevance = torch.cat(self.relevance(labels))
-        repeated = [query for query, docs in zip(queries, documents, strict=True) for _ in docs]
-        flat = [doc for docs in documents for doc in docs]
-        return super().forward([repeated, flat], (relevance > 0).float(), prompt=prompt, task=task)
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> Tensor:
+        relevant = (torch.cat(self.relevance(labels)) > 0).float()
+        return self.bce_with_logits_loss(self.activation_fn(torch.cat(scores.rows)), relevant)
 
     @property
     def citation(self) -> str:

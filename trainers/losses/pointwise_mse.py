@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from sentence_transformers.cross_encoder.losses import MSELoss
+from sentence_transformers.cross_encoder.losses import MarginMSELoss, MSELoss
 from torch import Tensor
 
-from .listwise import ListwiseObjective, Targets, listwise_inputs
+from .listwise import ListScores, ListwiseObjective, Targets
 
 
 class PointwiseMSELoss(ListwiseObjective, MSELoss):
@@ -21,8 +21,8 @@ class PointwiseMSELoss(ListwiseObjective, MSELoss):
     teacher's scale, so teacher scores should be logits too (not probabilities) unless ``activation_fn`` maps the
     student to the same range.
 
-    It flattens the listwise rows into pairs and calls sentence-transformers'
-    :class:`~sentence_transformers.cross_encoder.losses.MSELoss`, so the formula is theirs.
+    It is sentence-transformers' :class:`~sentence_transformers.cross_encoder.losses.MSELoss` (its ``loss_fct`` and
+    ``activation_fn``) on the flattened pairs of the lists.
 
     Inputs:
         +---------------------------------+-----------------------------+-------------------------------+
@@ -34,25 +34,10 @@ class PointwiseMSELoss(ListwiseObjective, MSELoss):
 
     accepted_targets = ("scores",)
 
-    def forward(self, inputs: list, labels: Targets, prompt: str | None = None, task: str | None = None) -> Tensor:
-        queries, documents = listwise_inputs(inputs, type(self).__name__)
-        scores = torch.cat(self.relevance(labels))
-        repeated = [query for query, docs in zip(queries, documents, strict=True) for _ in docs]
-        flat = [doc for docs in documents for doc in docs]
-        return super().forward([repeated, flat], scores, prompt=prompt, task=task)
+    def loss_from_scores(self, scores: ListScores, labels: Targets) -> Tensor:
+        return self.loss_fct(self.activation_fn(torch.cat(scores.rows)), torch.cat(self.relevance(labels)).detach())
 
     @property
     def citation(self) -> str:
-        return HOFSTAETTER_2020
-
-
-HOFSTAETTER_2020 = """
-@misc{hofstaetter2021improving,
-    title={Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation},
-    author={Sebastian Hofst{\\"a}tter and Sophia Althammer and Michael Schr{\\"o}der and Mete Sertkan and Allan Hanbury},
-    year={2021},
-    eprint={2010.02666},
-    archivePrefix={arXiv},
-    primaryClass={cs.IR}
-}
-"""
+        # Hofstätter et al. introduced pointwise MSE distillation next to Margin-MSE: one entry, sentence-transformers'.
+        return MarginMSELoss.citation.fget(self)

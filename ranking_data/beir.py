@@ -1,15 +1,17 @@
-"""Load and validate a BEIR-layout folder.
+"""Load and validate a BEIR-layout folder; read, write and cut first-stage runs.
 
 A BEIR folder holds ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl`` (``{"_id", "text"}``) and
 ``qrels/<split>.tsv`` (header ``query-id corpus-id score``, integer scores). Every id is read as a string. Problems
-are reported with the file and line, so a user can fix their own collection.
+are reported with the file and line, so a user can fix their own collection. A run is ``{query_id: {doc_id: score}}``
+(TREC run files: ``qid Q0 docid rank score tag``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 Qrels = dict[str, dict[str, int]]
@@ -129,6 +131,21 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
         )
     queries = {query_id: all_queries[query_id] for query_id in qrels}
     return BeirData(folder.name, corpus, queries, qrels, split, all_queries)
+
+
+def subsample_queries(data: BeirData, max_queries: int | None, seed: int = 0) -> BeirData:
+    """At most ``max_queries`` judged queries, drawn reproducibly with ``seed`` (all of them when ``None``)."""
+    if max_queries is None or max_queries >= len(data.queries):
+        return data
+    if max_queries < 1:
+        raise ValueError(f"max_queries must be at least 1, got {max_queries}")
+    kept = sorted(random.Random(seed).sample(sorted(data.queries), max_queries))
+    return replace(data, queries={q: data.queries[q] for q in kept}, qrels={q: data.qrels[q] for q in kept})
+
+
+def top_documents(ranking: dict[str, float], depth: int) -> list[str]:
+    """Document ids of a ranking, best first (ties broken by id, so every system sees the same order)."""
+    return [doc_id for doc_id, _ in sorted(ranking.items(), key=lambda item: (-item[1], item[0]))][:depth]
 
 
 def read_trec_run(path: str | Path) -> Run:

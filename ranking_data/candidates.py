@@ -1,6 +1,6 @@
 """Candidate lists for training queries: a first stage's top documents, with the judged positives kept in.
 
-Candidates come from BM25 (``evaluation.bm25.BM25Retriever``, bm25s) or from any first-stage TREC run file (e.g.
+Candidates come from BM25 (``ranking_data.bm25.BM25Retriever``, bm25s) or from any first-stage TREC run file (e.g.
 Rank-DistiLLM's ColBERTv2 top-500). Each list records the qrels label of every document (0 when unjudged), so
 objectives on human labels (BCE, Hinge, InfoNCE) can use the same teacher dataset as distillation objectives.
 """
@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.beir import BeirData, Qrels, Run, read_trec_run
-from evaluation.bm25 import BM25Retriever
+from .beir import BeirData, Qrels, Run, read_trec_run
+from .bm25 import BM25Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def mine_bm25_candidates(
 ) -> list[CandidateList]:
     """BM25 top-``depth`` candidates for every judged query of ``data`` (a training split of a BEIR folder).
 
-    Pass an indexed ``retriever`` to reuse it (e.g. for a :class:`~trainers.teachers.BM25Teacher` too); otherwise
+    Pass an indexed ``retriever`` to reuse it (e.g. for a :class:`~ranking_data.teachers.BM25Teacher` too); otherwise
     the corpus is indexed here.
     """
     retriever = retriever or BM25Retriever().index(data.corpus)

@@ -1,4 +1,4 @@
-"""Import published teacher files into the teacher-dataset schema (``trainers.teacher_data``).
+"""Import published teacher files into the teacher-dataset schema (``ranking_data.teacher_data``).
 
 - Hofstätter et al. (2020), "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge
   Distillation" (arXiv 2010.02666), Zenodo record 4068216: tab-separated ``pos_score neg_score qid pos_pid neg_pid``
@@ -17,16 +17,12 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from evaluation.beir import Qrels, read_trec_run
-
+from .beir import Qrels, read_trec_run
 from .teacher_data import TeacherDataError, TeacherDataset
 
 logger = logging.getLogger(__name__)
 
-HOFSTAETTER_CITATION = (
-    "Hofstätter, Althammer, Schröder, Sertkan, Hanbury: Improving Efficient Neural Ranking Models with "
-    "Cross-Architecture Knowledge Distillation, arXiv 2010.02666 (2020)"
-)
+HOFSTAETTER = "Hofstätter et al. (2020), arXiv 2010.02666"
 
 
 def read_id_text_tsv(path: str | Path, wanted: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -148,7 +144,7 @@ def import_hofstaetter_scores(
     metadata = {
         "source": str(scores_path.name),
         "format": "hofstaetter-triples",
-        "teacher": {"name": scores_path.stem, "description": f"teacher scores from {HOFSTAETTER_CITATION}"},
+        "teacher": {"name": scores_path.stem, "description": f"teacher scores from {HOFSTAETTER}"},
     }
     return TeacherDataset.from_records(rows, queries, documents, metadata)
 

@@ -11,7 +11,7 @@ Texts are stored once, however many lists name them. :meth:`TeacherDataset.train
 (``datasets.Dataset.with_transform``), so a row is only materialised when the trainer reads it:
 ``{"query": str, "documents": list[str], "scores": list[float], ["ranks": list[int]], ["labels": list[int]]}``.
 
-:func:`build_teacher_dataset` scores candidate lists with any :class:`~trainers.teachers.Teacher`, batch by batch,
+:func:`build_teacher_dataset` scores candidate lists with any :class:`~ranking_data.teachers.Teacher`, batch by batch,
 writing each finished batch to a shard folder so that an interrupted build resumes where it stopped.
 """
 
@@ -34,8 +34,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from evaluation.bm25 import BM25Retriever
-
+    from .bm25 import BM25Retriever
     from .candidates import CandidateList
     from .teachers import Teacher
 
@@ -479,8 +478,8 @@ def build_from_beir(
         folder: BEIR-layout folder.
         output: where the dataset is saved (``datasets.DatasetDict`` folder: ``train/``, ``queries/``, ``documents/``).
         split: the qrels split whose queries get lists.
-        teacher: a :class:`~trainers.teachers.Teacher`, or a function of the corpus's BM25 index returning one (so
-            BM25 teachers share the miner's index); default: :func:`~trainers.teachers.offline_teacher`.
+        teacher: a :class:`~ranking_data.teachers.Teacher`, or a function of the corpus's BM25 index returning one (so
+            BM25 teachers share the miner's index); default: :func:`~ranking_data.teachers.offline_teacher`.
         depth: candidates per query.
         run_file: first-stage TREC run; default BM25 (bm25s) over the corpus.
         keep_positives: put judged positives the first stage missed in the lists.
@@ -490,10 +489,8 @@ def build_from_beir(
         resume: reuse finished batches of an earlier, interrupted call.
         show_progress: show a progress bar.
     """
-    from evaluation.beir import load_beir
-    from evaluation.bm25 import BM25Retriever
-    from evaluation.harness import subsample_queries
-
+    from .beir import load_beir, subsample_queries
+    from .bm25 import BM25Retriever
     from .candidates import candidates_from_run_file, mine_bm25_candidates
     from .teachers import Teacher, offline_teacher
 
