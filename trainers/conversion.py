@@ -263,7 +263,6 @@ def load_conversion_data(config: ConversionConfig) -> ConversionData:
     import random
 
     from ranking_data.beir import BeirFormatError, read_corpus
-
     from ranking_data.synthetic_queries import generate_queries
 
     folder = Path(config.data)
@@ -302,7 +301,6 @@ def build_parent_scores(config: ConversionConfig, data: ConversionData, folder: 
     """
     from ranking_data.beir import document_text
     from ranking_data.bm25 import BM25Retriever
-
     from ranking_data.candidates import candidates_from_ranking
     from ranking_data.teacher_data import TeacherDataset, build_teacher_dataset
     from ranking_data.teachers import CrossEncoderTeacher
