@@ -278,8 +278,13 @@ class EvaluationConfig:
         return BM25 if self.run_files is None else "first-stage"
 
 
-def evaluate(config: EvaluationConfig) -> dict:
+def evaluate(config: EvaluationConfig, systems: dict | None = None) -> dict:
     """Evaluate the first stage and every model on every folder; returns the ``evaluation.json`` content.
+
+    Args:
+        config: the collections, the model specs and how they are compared.
+        systems: re-rankers built in Python (name → object with ``prepare``, ``score_query``, ``release``,
+            ``settings`` and a ``model`` to fingerprint, e.g. ``TeacherReranker``), evaluated after the models.
 
     Raises:
         BeirFormatError: a folder, qrels or run file is malformed. ModelPathError: a model cannot be found.
@@ -289,6 +294,10 @@ def evaluate(config: EvaluationConfig) -> dict:
     if len(set(names)) != len(names):
         raise ValueError(f"data folders must have distinct names, got {names}")
     rerankers = load_systems(config)
+    clashes = set(systems or {}) & {*rerankers, config.first_stage}
+    if clashes:
+        raise ValueError(f"system names {sorted(clashes)} are taken by the models or the first stage; rename them")
+    rerankers |= systems or {}
     report = new_report(config, rerankers)
     fingerprints = {name: model_fingerprint(reranker.model) for name, reranker in rerankers.items()}
     for index, (folder, data) in enumerate(zip(config.data, collections, strict=True)):

@@ -172,6 +172,31 @@ class MiceReranker:
         }
 
 
+class TeacherReranker:
+    """A ``ranking_data.teachers.Teacher`` (e.g. the offline BM25 + bi-encoder ensemble) as a re-ranker, so that the
+    teacher a model was distilled from is evaluated on the same candidates and with the same metrics as the model."""
+
+    kind = "teacher"
+
+    def __init__(self, teacher, model: torch.nn.Module):
+        self.teacher = teacher
+        self.model = model  # what the evaluation fingerprints (e.g. the ensemble's bi-encoder)
+
+    def prepare(self, documents: dict[str, str]) -> float:
+        """Nothing to pre-compute; returns 0 seconds."""
+        return 0.0
+
+    def release(self) -> None:
+        """Nothing is held between queries."""
+
+    def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
+        texts = dict(zip(doc_ids, documents, strict=True))
+        return [float(score) for score in self.teacher.score([query], [doc_ids], texts)[0]]
+
+    def settings(self) -> dict:
+        return {"kind": self.kind, **self.teacher.describe()}
+
+
 def detect_model_kind(path: str | Path) -> str:
     """``"mice"`` when the folder's ``config.json`` says ``model_type: mice``, else ``"cross-encoder"``.
 

@@ -1,8 +1,10 @@
-"""The main job: teacher scores, distillation of a MICE model and a cross-encoder, evaluation, report.
+"""The main job: teacher scores, a cross-encoder distilled from them, MICE converted from that cross-encoder,
+and BM25, the cross-encoder, MICE and the teacher evaluated side by side with each one's budget.
 
 Every step writes its outputs under ``--output`` and a marker in ``steps/`` when it is complete; a re-run skips the
 finished steps, and an interrupted training run restarts from its last checkpoint. Each step calls a package's API:
-``ranking_data.teacher_data.build_from_beir``, ``trainers.train``, ``evaluation.harness.evaluate``.
+``ranking_data.teacher_data.build_from_beir``, ``trainers.train``, ``trainers.conversion.convert``,
+``evaluation.harness.evaluate``.
 """
 
 from __future__ import annotations
@@ -35,14 +37,16 @@ class Preset:
     list_size: int  # documents per query in a training list
     batch_size: int  # queries per training step
     cross_encoder_steps: int
-    mice_steps: int
     cross_encoder_learning_rate: float
-    mice_learning_rate: float
     head_learning_rate: float  # the new classification head starts from random weights
     warmup_steps: int
-    # MICE trains its interaction layers and head only, on documents encoded once (trainers.frozen_documents):
-    # a step costs a small fraction of the cross-encoder's, so the same minutes buy many more steps.
-    freeze_independent_layers: bool
+    # MICE is converted from the trained cross-encoder (trainers.conversion): the cross-encoder scores the BM25
+    # candidates of this many train queries (no labels read), and MICE learns to rank like it above its frozen
+    # independent layers, so a conversion step costs a small fraction of a cross-encoder step.
+    conversion_queries: int
+    conversion_held_out: int  # of those, kept out of the conversion to measure MICE's agreement with its parent
+    conversion_steps: int
+    conversion_learning_rate: float
     max_query_length: int
     max_document_length: int
     fusion_layer: int
@@ -58,7 +62,7 @@ class Preset:
     bf16: bool = False
 
 
-# Both models are distilled with MarginMSE on the teacher's scores plus InfoNCE on the known item (the labelled
+# The cross-encoder is distilled with MarginMSE on the teacher's scores plus InfoNCE on the known item (the labelled
 # positive): the teacher's own MRR@10 on the sample's dev lists is only 0.84. The teacher's scores are min-max
 # normalised per query, so MarginMSE keeps the logits' margins within about 1; InfoNCE's scale of 5 (a temperature of
 # 0.2) keeps its softmax from being nearly uniform over such margins.
@@ -70,23 +74,24 @@ PRESETS = {
         teacher_max_length=128,
         list_size=8,
         batch_size=8,
-        cross_encoder_steps=8,
-        mice_steps=600,
+        cross_encoder_steps=150,
         cross_encoder_learning_rate=1e-4,
-        mice_learning_rate=3e-4,
         head_learning_rate=2e-3,
         warmup_steps=20,
-        freeze_independent_layers=True,
+        conversion_queries=600,
+        conversion_held_out=100,
+        conversion_steps=300,
+        conversion_learning_rate=1e-4,
         max_query_length=32,
         max_document_length=96,
-        # Above frozen layers, cross-attention to layer-2 document states learns the known-item match far better
-        # than to layer-3 states (dev nDCG@10 0.905 vs 0.849, docs/results.md), and a step costs slightly less.
+        # MICE-ℓ2+2: fusing at layer 2 kept more of the ranking than layer 3 on the sample's dev split
+        # (docs/results.md), and the same four layers run for a query.
         fusion_layer=2,
         interaction_layers=2,
         eval_depth=20,
         latency_depths=(10, 20, 50),
         latency_queries=5,
-        dev_loss=False,  # its teacher scores and four dev passes cost about 90 s, better spent on MICE steps
+        dev_loss=False,  # its teacher scores and dev passes cost about 90 s, better spent on cross-encoder steps
         dropout=0.0,
         max_grad_norm=0.0,
     ),
@@ -96,12 +101,13 @@ PRESETS = {
         list_size=16,
         batch_size=32,
         cross_encoder_steps=3000,
-        mice_steps=3000,
         cross_encoder_learning_rate=2e-5,
-        mice_learning_rate=2e-5,
         head_learning_rate=1e-4,
         warmup_steps=300,
-        freeze_independent_layers=False,
+        conversion_queries=2000,
+        conversion_held_out=200,
+        conversion_steps=2000,
+        conversion_learning_rate=1e-4,
         max_query_length=32,
         max_document_length=256,
         fusion_layer=2,  # better than 3 with every layer trained too (the session-7 grid, docs/results.md)
@@ -147,22 +153,19 @@ def build_teacher_data(data: Path, output: Path, preset: Preset, split: str) -> 
     return {"folder": str(output / split), "queries": len(dataset.train), "documents": len(dataset.documents)}
 
 
-def train(kind: str, backbone: str, teacher: Path, output: Path, preset: Preset, seed: int) -> dict:
-    """Distil a ``kind`` ("mice" or "cross-encoder") model (``OBJECTIVES``); resumes from its last checkpoint."""
+def train_cross_encoder(backbone: str, teacher: Path, output: Path, preset: Preset, seed: int) -> dict:
+    """Distil the cross-encoder from the teacher (``OBJECTIVES``); resumes from its last checkpoint."""
     from trainers import DistillationConfig, DistillationTrainingArguments, ModelConfig, TrainConfig
     from trainers import train as train_model
 
-    steps = preset.mice_steps if kind == "mice" else preset.cross_encoder_steps
+    steps = preset.cross_encoder_steps
     config = TrainConfig(
         model=ModelConfig(
-            model_type=kind,
+            model_type="cross-encoder",
             backbone=backbone,
-            fusion_layer=preset.fusion_layer,
-            interaction_layers=preset.interaction_layers,
             max_query_length=preset.max_query_length,
             max_document_length=preset.max_document_length,
             max_length=preset.max_query_length + preset.max_document_length,
-            freeze_independent_layers=kind == "mice" and preset.freeze_independent_layers,
             dropout=preset.dropout,
         ),
         distillation=DistillationConfig(
@@ -178,7 +181,7 @@ def train(kind: str, backbone: str, teacher: Path, output: Path, preset: Preset,
             max_steps=steps,
             per_device_train_batch_size=preset.batch_size,
             per_device_eval_batch_size=preset.batch_size,
-            learning_rate=preset.mice_learning_rate if kind == "mice" else preset.cross_encoder_learning_rate,
+            learning_rate=preset.cross_encoder_learning_rate,
             head_learning_rate=preset.head_learning_rate,
             warmup_steps=min(preset.warmup_steps, steps // 10),
             max_grad_norm=preset.max_grad_norm,
@@ -192,26 +195,64 @@ def train(kind: str, backbone: str, teacher: Path, output: Path, preset: Preset,
         ),
     )
     result = train_model(config)
-    return {"folder": str(output), "final_train_loss": result.record["final_train_loss"]}
+    budget = f"{steps} steps × {preset.batch_size} queries × {preset.list_size} documents (teacher scores + labels)"
+    return {"folder": str(output), "final_train_loss": result.record["final_train_loss"], "budget": budget}
+
+
+def convert_to_mice(data: Path, cross_encoder: Path, output: Path, preset: Preset, seed: int) -> dict:
+    """MICE converted from the trained cross-encoder on the collection's train queries (no labels read)."""
+    from trainers.conversion import ConversionConfig, convert
+
+    result = convert(
+        ConversionConfig(
+            cross_encoder=str(cross_encoder),
+            data=str(data),
+            output=str(output),
+            fusion_layer=preset.fusion_layer,
+            interaction_layers=preset.interaction_layers,
+            steps=preset.conversion_steps,
+            queries="dataset",
+            max_queries=preset.conversion_queries,
+            held_out_queries=preset.conversion_held_out,
+            depth=preset.candidates,
+            batch_size=preset.batch_size,
+            learning_rate=preset.conversion_learning_rate,
+            max_query_length=preset.max_query_length,
+            max_document_length=preset.max_document_length,
+            bf16=preset.bf16,
+            seed=seed,
+        )
+    )
+    conversion = result.record["conversion"]
+    budget = (
+        f"{preset.conversion_steps} steps × {preset.batch_size} queries; the cross-encoder scored "
+        f"{preset.conversion_queries} train queries × {preset.candidates} BM25 candidates; no labels"
+    )
+    return {"folder": result.output, "agreement_with_parent": conversion["agreement_with_parent"], "budget": budget}
 
 
 def evaluate(data: Path, models: dict[str, Path], output: Path, preset: Preset) -> dict:
-    """BM25, the cross-encoder and MICE on the test split, plus the latency curve, as JSON, markdown and plots."""
+    """BM25, the cross-encoder, MICE and the teacher on the test split, plus the latency curve, as JSON, markdown and
+    plots."""
     from evaluation.harness import EvaluationConfig, bm25_first_stage, latency_curve, write_json
     from evaluation.harness import evaluate as evaluate_systems
     from evaluation.report import plot_effectiveness, plot_latency, write_markdown
-    from evaluation.rerankers import load_reranker
+    from evaluation.rerankers import TeacherReranker, load_reranker
     from ranking_data.beir import load_beir
+    from ranking_data.bm25 import BM25Retriever
+    from ranking_data.teachers import offline_teacher
 
+    test = load_beir(data, "test")
+    teacher = offline_teacher(BM25Retriever().index(test.corpus), max_seq_length=preset.teacher_max_length)
     specs = [f"{'mice' if name == 'mice' else 'ce'}:{folder}" for name, folder in models.items()]
     report = evaluate_systems(
-        EvaluationConfig(data=[str(data)], models=["bm25", *specs], split="test", depth=preset.eval_depth)
+        EvaluationConfig(data=[str(data)], models=["bm25", *specs], split="test", depth=preset.eval_depth),
+        systems={"teacher": TeacherReranker(teacher, teacher.teachers[1].model)},
     )
     write_json(report, output / "evaluation.json")
     for folder in models.values():  # the model cards read the figures from the model folder
         write_json(report, folder / "evaluation.json")
 
-    test = load_beir(data, "test")
     candidates, _ = bm25_first_stage(test, max(preset.latency_depths), show_progress=False)
     curves = {}
     for spec in specs:
@@ -228,35 +269,53 @@ def evaluate(data: Path, models: dict[str, Path], output: Path, preset: Preset) 
 
 
 def write_report(output: Path, records: dict) -> Path:
-    """``report/report.md``: what was run, the figures, and the plots."""
+    """``report/report.md``: what was run, each system's budget, the figures, and the plots."""
+    import torch
+
     evaluation = json.loads((output / "evaluation.json").read_text(encoding="utf-8"))
     dataset = next(iter(evaluation["datasets"]))
+    steps = records["steps"]
+    teacher_seconds = sum(record["seconds"] for name, record in steps.items() if name.startswith("teacher-"))
+    budgets = {
+        "bm25": "bm25s, no training",
+        "teacher": f"BM25 + packaged all-MiniLM-L6-v2 bi-encoder, no training; scored the train lists in "
+        f"{teacher_seconds:.0f} s",
+        "cross-encoder": f"{steps['train-cross-encoder']['budget']}, {steps['train-cross-encoder']['seconds']:.0f} s",
+        "mice": f"{steps['convert-mice']['budget']}, {steps['convert-mice']['seconds']:.0f} s",
+    }
     lines = [
         "# mice-rerank quickstart",
         "",
         f"Collection `{dataset}` ({evaluation['datasets'][dataset]['documents']} documents), "
         f"{evaluation['datasets'][dataset]['queries']} held-out test queries, BM25 top-"
-        f"{evaluation['settings']['depth']} re-ranked. Settings: `{json.dumps(records['settings'])}`.",
+        f"{evaluation['settings']['depth']} re-ranked. The cross-encoder is distilled from the teacher; MICE is "
+        f"converted from the cross-encoder. Wall times on {torch.get_num_threads()} CPU thread(s) unless a GPU was "
+        f"used. Settings: `{json.dumps(records['settings'])}`.",
         "",
-        "| system | nDCG@10 | MRR@10 | R@100 | MAP | ms / query (mean) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| system | budget | nDCG@10 | MRR@10 | R@100 | MAP | ms / query (mean) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for system, results in evaluation["results"].items():
         entry = results[dataset]
         metrics = entry["metrics"]
         latency = entry.get("latency", {}).get("mean_ms")
         lines.append(
-            f"| {system} | {metrics['ndcg@10']:.3f} | {metrics['mrr@10']:.3f} | {metrics['recall@100']:.3f} | "
-            f"{metrics['map']:.3f} | {'—' if latency is None else f'{latency:.1f}'} |"
+            f"| {system} | {budgets.get(system, '')} | {metrics['ndcg@10']:.3f} | {metrics['mrr@10']:.3f} | "
+            f"{metrics['recall@100']:.3f} | {metrics['map']:.3f} | {'—' if latency is None else f'{latency:.1f}'} |"
         )
+    agreement = steps["convert-mice"]["agreement_with_parent"]
     lines += [
+        "",
+        "MICE against the cross-encoder it was converted from, on held-out train queries (no labels): "
+        + ", ".join(f"{key} {value:.3f}" for key, value in agreement.items() if isinstance(value, float))
+        + ".",
         "",
         "![effectiveness](effectiveness.png)",
         "",
         "![latency](latency.png)",
         "",
         "Per-system details and significance tests: [evaluation.md](evaluation.md). Step timings (s): "
-        + ", ".join(f"{name} {record['seconds']:.0f}" for name, record in records["steps"].items())
+        + ", ".join(f"{name} {record['seconds']:.0f}" for name, record in steps.items())
         + ".",
         "",
         f"The trained models are in `{output / 'models'}`; push them with `python scripts/push_to_hub.py`.",
@@ -282,10 +341,10 @@ def run_quickstart(
     plan = {"teacher-train": lambda: build_teacher_data(data, teacher, preset, "train")}
     if preset.dev_loss:
         plan["teacher-dev"] = lambda: build_teacher_data(data, teacher, preset, "dev")
-    plan["train-cross-encoder"] = lambda: train(
-        "cross-encoder", backbone, teacher, models["cross-encoder"], preset, seed=12
+    plan["train-cross-encoder"] = lambda: train_cross_encoder(
+        backbone, teacher, models["cross-encoder"], preset, seed=12
     )
-    plan["train-mice"] = lambda: train("mice", backbone, teacher, models["mice"], preset, seed=12)
+    plan["convert-mice"] = lambda: convert_to_mice(data, models["cross-encoder"], models["mice"], preset, seed=12)
     plan["evaluate"] = lambda: evaluate(data, models, output, preset)
     records: dict = {"settings": {"preset": preset_name, **asdict(preset)}, "steps": {}}
     for name, step in tqdm(plan.items(), desc="quickstart", unit="step"):
@@ -307,7 +366,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="BEIR folder with train, dev and test qrels")
     parser.add_argument("--backbone", help="encoder folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--cross-encoder-steps", type=int, help="override the preset's cross-encoder training steps")
-    parser.add_argument("--mice-steps", type=int, help="override the preset's MICE training steps")
+    parser.add_argument("--conversion-steps", type=int, help="override the preset's MICE conversion steps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -316,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
 
     for split in ("train", "test") + (("dev",) if PRESETS[args.preset].dev_loss else ()):
         load_beir(args.data, split)
-    steps = {"cross_encoder_steps": args.cross_encoder_steps, "mice_steps": args.mice_steps}
+    steps = {"cross_encoder_steps": args.cross_encoder_steps, "conversion_steps": args.conversion_steps}
     report = run_quickstart(args.output, args.preset, data=args.data, backbone=args.backbone, **steps)
     print(f"report: {report}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tiny_models import build_tiny_backbone
@@ -16,7 +17,9 @@ TINY = dict(
     list_size=2,  # every tiny list holds at least the positive and one BM25 candidate
     batch_size=2,
     cross_encoder_steps=2,
-    mice_steps=3,
+    conversion_queries=5,
+    conversion_held_out=1,
+    conversion_steps=3,
     warmup_steps=0,
     max_query_length=16,
     max_document_length=32,
@@ -58,41 +61,47 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     report = quickstart.run_quickstart(output, "cpu", data=tiny_collection, backbone=backbone, **TINY)
 
     evaluation = json.loads((output / "evaluation.json").read_text())
-    assert set(evaluation["results"]) == {"bm25", "cross-encoder", "mice"}
+    assert set(evaluation["results"]) == {"bm25", "cross-encoder", "mice", "teacher"}
     assert evaluation["settings"]["depth"] == TINY["eval_depth"]
     test_queries = len(load_beir(tiny_collection, "test").queries)
     assert evaluation["datasets"][tiny_collection.name]["queries"] == test_queries
-    for kind, model_type in (("cross-encoder", "cross-encoder"), ("mice", "mice")):
-        record = json.loads((output / "models" / kind / "training_record.json").read_text())
-        assert record["model_type"] == model_type
-        assert [o["name"] for o in record["objectives"]] == ["MarginMSELoss", "InfoNCELoss"]
-        assert record["objectives"][1]["config"]["scale"] == 5.0
-        hyperparameters = record["hyperparameters"]
-        assert hyperparameters["max_steps"] == TINY[f"{kind.replace('-', '_')}_steps"]
-        assert (hyperparameters["dropout"], hyperparameters["max_grad_norm"]) == (0.0, 0.0)  # the cpu preset's
-        assert "dev" not in record["data"]  # the cpu preset spends no time on dev losses
-        # The model card reads the figures from the model folder.
-        assert json.loads((output / "models" / kind / "evaluation.json").read_text()) == evaluation
-    mice_record = json.loads((output / "models" / "mice" / "training_record.json").read_text())
-    assert (mice_record["fusion_layer"], mice_record["interaction_layers"]) == (2, 2)
-    # The cpu preset trains MICE above its frozen independent layers: only the interaction layers and the head.
-    assert mice_record["trainable_parameters"] < mice_record["num_parameters"]
+    models = output / "models"
+    record = json.loads((models / "cross-encoder" / "training_record.json").read_text())
+    assert record["model_type"] == "cross-encoder"
+    assert [o["name"] for o in record["objectives"]] == ["MarginMSELoss", "InfoNCELoss"]
+    assert record["objectives"][1]["config"]["scale"] == 5.0
+    assert record["hyperparameters"]["max_steps"] == TINY["cross_encoder_steps"]
+    assert (record["hyperparameters"]["dropout"], record["hyperparameters"]["max_grad_norm"]) == (0.0, 0.0)
+    assert "dev" not in record["data"]  # the cpu preset spends no time on dev losses
+    # MICE is converted from that cross-encoder, with the preset's layers and steps, and ranks as a MICE model.
+    conversion = json.loads((models / "mice" / "conversion.json").read_text())
+    assert Path(conversion["parent"]) == models / "cross-encoder"
+    assert conversion["settings"]["held_out_queries"] == 1
+    assert (conversion["fusion_layer"], conversion["interaction_layers"]) == (2, 2)
+    assert evaluation["systems"]["mice"]["kind"] == "mice"
+    assert evaluation["systems"]["teacher"]["kind"] == "teacher"
+    for kind in ("cross-encoder", "mice"):  # the model cards read the figures from the model folder
+        assert json.loads((models / kind / "evaluation.json").read_text()) == evaluation
     assert sorted(path.stem for path in (output / "steps").glob("*.json")) == [
+        "convert-mice",
         "evaluate",
         "teacher-train",
         "train-cross-encoder",
-        "train-mice",
     ]
     for name in ("report.md", "evaluation.md", "effectiveness.png", "latency.png"):
         assert (report.parent / name).stat().st_size > 0
     markdown = report.read_text()
     bm25 = evaluation["results"]["bm25"][tiny_collection.name]["metrics"]["ndcg@10"]
-    assert f"| bm25 | {bm25:.3f} |" in markdown
+    assert f"| bm25 | bm25s, no training | {bm25:.3f} |" in markdown
+    assert (
+        "| mice | 3 steps × 2 queries; the cross-encoder scored 5 train queries × 5 BM25 candidates; no labels"
+        in markdown
+    )
 
     # A re-run finds every step done: nothing is rebuilt, retrained or re-evaluated.
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished step ran again")
 
-    for step in ("build_teacher_data", "train", "evaluate"):
+    for step in ("build_teacher_data", "train_cross_encoder", "convert_to_mice", "evaluate"):
         monkeypatch.setattr(quickstart, step, must_not_run)
     assert quickstart.run_quickstart(output, "cpu", data=tiny_collection, backbone=backbone, **TINY) == report
