@@ -280,3 +280,14 @@ def test_hidden_states_are_the_interaction_layers_inputs_and_outputs(parent):
     assert torch.equal(output.hidden_states[0], lower.repeat_interleave(2, dim=0))
     assert output.hidden_states[-1].shape[1] == 1  # the [CLS]-pooled head computes only that row of the last layer
     assert torch.equal(output.logits, plain.logits)
+
+
+def test_mice_convert_reports_a_bad_parent_in_one_line(tmp_path, capsys):
+    from mice_rerank.cli import main
+
+    bi_encoder = build_tiny_backbone(tmp_path / "bi", "bert")
+    argv = ["convert", "--cross_encoder", str(bi_encoder), "--data", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error, hint = capsys.readouterr().err.strip().splitlines()[-2:]
+    assert error.startswith("error: ") and "not a cross-encoder" in error
+    assert hint.startswith("hint: ") and "mice convert --help" in hint
