@@ -93,6 +93,15 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     markdown = report.read_text()
     bm25 = evaluation["results"]["bm25"][tiny_collection.name]["metrics"]["ndcg@10"]
     assert f"| bm25 | bm25s, no training | {bm25:.3f} |" in markdown
+    ndcg = {
+        system: evaluation["results"][system][tiny_collection.name]["metrics"]["ndcg@10"]
+        for system in ("cross-encoder", "mice")
+    }
+    assert f"MICE keeps {ndcg['mice'] / ndcg['cross-encoder']:.1%} of its parent" in markdown
+    # The report says plainly whether the cross-encoder beat BM25 at its budget.
+    above = ndcg["cross-encoder"] > bm25
+    assert ("The cross-encoder is above BM25" in markdown) is above
+    assert ("the cross-encoder is NOT above BM25" in markdown) is not above
     assert (
         "| mice | 3 steps × 2 queries; the cross-encoder scored 5 train queries × 5 BM25 candidates; no labels"
         in markdown
