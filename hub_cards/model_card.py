@@ -20,6 +20,7 @@ from .records import (
     read_evaluation,
     read_latency,
     read_training_record,
+    training_budget,
 )
 from .tables import Table, key_value_table
 
@@ -235,9 +236,21 @@ def _metrics_table(results: EvaluationResults, this: SystemResults | None) -> Ta
                     beaten.setdefault(other, []).append(metric)
             significance = "; ".join(f"{other} ({', '.join(m)})" for other, m in beaten.items()) or "–"
             cells = [f"{values[m]:.4f}" if m in values else "–" for m in metrics]
-            rows.append([dataset, _number(queries), name, *cells, significance])
+            rows.append([dataset, _number(queries), name, _budget(results, system), *cells, significance])
     better = f"Significantly better than (p < {results.max_p})" if results.max_p else "Significantly better than"
-    return Table(["Dataset", "Queries", "System", *metrics, better], rows)
+    return Table(["Dataset", "Queries", "System", "Training budget", *metrics, better], rows)
+
+
+def _budget(results: EvaluationResults, system: SystemResults) -> str:
+    """Each compared system's training budget, so that no table sets systems side by side without it."""
+    if system.kind in ("first-stage", "teacher"):
+        return "no training"
+    if not system.model_path:
+        return "not recorded"
+    try:
+        return training_budget(read_training_record(_resolve(results, system.model_path)))
+    except RecordError:
+        return "not recorded"
 
 
 def _eval_results(results: EvaluationResults, system: SystemResults) -> list[EvalResult]:

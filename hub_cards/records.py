@@ -94,6 +94,19 @@ def read_training_record(model_folder: str | Path) -> dict[str, Any]:
     return record
 
 
+def training_budget(record: dict[str, Any]) -> str:
+    """What a model's training cost, from its training record: steps, queries and documents per step, wall time."""
+    hyperparameters, data = record["hyperparameters"], record.get("data", {})
+    budget = f"{hyperparameters['max_steps']} steps × {hyperparameters['per_device_train_batch_size']} queries"
+    if data.get("list_size"):
+        budget += f" × {data['list_size']} documents"
+    if record.get("train_runtime_s"):
+        budget += f", {record['train_runtime_s']:.0f} s"
+    if "conversion" in record:
+        budget += "; converted from a cross-encoder, no labels"
+    return budget
+
+
 def find_evaluation_file(model_folder: str | Path) -> Path | None:
     """`evaluation.json` next to the model, or two folders up (the quickstart's `models/<name>/` layout)."""
     folder = Path(model_folder).resolve()
