@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 import mice_rerank
+from hub_cards.records import RecordError, read_training_record, training_budget
 from modeling_mice import MiceDocumentStates, MiceForSequenceClassification
 from ranking_data.beir import load_beir
 from ranking_data.bm25 import BM25Retriever
@@ -533,6 +534,14 @@ class DemoHandlers:
         return self.demo.attention_figure(state["query"], state["documents"][choice], choice)
 
 
+def training_budget_of(model: str) -> str:
+    """A model folder's training budget from its training record ("not recorded" for a Hub id or a bare folder)."""
+    try:
+        return training_budget(read_training_record(model))
+    except RecordError:
+        return "with a budget not recorded"
+
+
 def build_demo(demo: RerankDemo) -> gr.Blocks:
     """The Gradio page. Only the query, the source of candidates and the pasted passages come from the visitor."""
     handlers = DemoHandlers(demo)
@@ -542,10 +551,11 @@ def build_demo(demo: RerankDemo) -> gr.Blocks:
             "MICE (Minimal Interaction Cross-Encoder) encodes documents in its lower layers without the query, so "
             "their states can be computed **in advance**; at query time only the query runs, through a few "
             "interaction layers that cross-attend to the stored document states. Compare its ranking and latency "
-            "with the full cross-encoder it was distilled alongside, and with BM25.\n\n"
+            "with the full cross-encoder (the quickstart converts MICE from it), and with BM25.\n\n"
             f"Models: MICE `{Path(demo.mice_name).name}` (fusion layer {demo.mice.config.fusion_layer}, "
-            f"{demo.mice.config.interaction_layers} interaction layers), cross-encoder "
-            f"`{Path(demo.cross_encoder_name).name}`. {demo.describe_cache()}"
+            f"{demo.mice.config.interaction_layers} interaction layers; trained {training_budget_of(demo.mice_name)}), "
+            f"cross-encoder `{Path(demo.cross_encoder_name).name}` (trained "
+            f"{training_budget_of(demo.cross_encoder_name)}). {demo.describe_cache()}"
         )
         summary = gr.Markdown(render=False)
         tables = [
