@@ -1,13 +1,13 @@
 """Where to fuse: convert one parent cross-encoder into MICE at several (fusion layer, interaction layers) and
 measure, for each, the share of the parent's nDCG@10 it keeps and how much faster it re-ranks.
 
-    python scripts/convert_sweep.py --cross-encoder PARENT --data ../shared/data/debian-known-item \\
+    python scripts/convert_sweep.py --cross_encoder PARENT --data ../shared/data/debian-known-item \\
         --evaluate ../shared/data/{debian-known-item,scifact,cranfield,cisi,vaswani,cacm} \\
         --layers 2+4 3+3 4+2 2+2 3+2 4+1 --output runs/sweep --steps 600
 
 Every conversion uses the same parent scores (built once, under ``--output``) and the same settings (any flag of
-``mice convert``). Evaluation re-ranks BM25's top ``--depth`` of each folder's ``--split`` queries with the parent and
-every MICE in one ``evaluate_systems`` run, so the latencies are measured side by side: the speed-up of a MICE model
+``mice convert``; ``--output`` is the sweep's folder). Evaluation re-ranks BM25's top ``--eval_depth`` of each folder's ``--split`` queries with the parent and
+every MICE in one ``evaluation.harness.evaluate`` run, so the latencies are measured side by side: the speed-up of a MICE model
 is the parent's mean re-ranking time per query divided by its own (documents encoded in advance, as MICE is used).
 The first ``--evaluate`` folder is the in-domain one; the others are averaged as out of domain. Writes
 ``sweep.json``, ``sweep.md`` (the table) and ``sweep.png`` (retained nDCG@10 against speed-up, the Pareto front
@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-from evaluation.harness import evaluate_systems, write_json
+from evaluation.harness import EvaluationConfig, evaluate, write_json
+from mice_rerank.cli import add_dataclass_arguments, dataclass_values
 from trainers.conversion import ConversionConfig, convert
 
 
@@ -44,7 +43,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def merge_reports(first: dict, second: dict) -> dict:
-    """One report from two ``evaluate_systems`` reports of the same systems on different folders."""
+    """One report from two ``evaluate`` reports of the same systems on different folders."""
     for key in ("datasets", "significance"):
         first[key] |= second[key]
     for system, results in second["results"].items():
@@ -132,25 +131,22 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[HfArgumentParser(ConversionConfig, add_help=False)],
-        conflict_handler="resolve",
-    )
-    parser.add_argument("--output", required=True, help="folder of the sweep (models, parent scores, runs, tables)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Every mice convert flag; --output is the sweep's folder (models, parent scores, runs, tables), and
+    # fusion_layer / interaction_layers are set per run from --layers.
+    add_dataclass_arguments(parser, ConversionConfig, "conversion")
     parser.add_argument("--layers", type=parse_layers, nargs="+", required=True, help="FUSION+INTERACTION, e.g. 4+2")
     parser.add_argument("--evaluate", nargs="+", required=True, help="BEIR folders; the first is in-domain")
     parser.add_argument(
         "--split", nargs="+", default=["test"], help="qrels split evaluated: one for all folders, or one per folder"
     )
-    parser.add_argument("--depth", type=int, default=30, help="BM25 candidates re-ranked per query")
-    parser.add_argument("--eval-queries", type=int, help="at most this many queries per collection (seed 0)")
+    parser.add_argument("--eval_depth", type=int, default=30, help="BM25 candidates re-ranked per evaluated query")
+    parser.add_argument("--eval_queries", type=int, help="at most this many queries per collection (seed 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     output = Path(args.output)
-    base = ConversionConfig(**{f.name: getattr(args, f.name) for f in fields(ConversionConfig)} | {"output": ""})
+    base = ConversionConfig(**dataclass_values(args, ConversionConfig))
     base = replace(base, parent_scores=base.parent_scores or str(output / "parent_scores"))
     names: dict[str, tuple[int, int]] = {}
     for fusion, interaction in args.layers:
@@ -165,9 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     systems = [f"ce:{args.cross_encoder}", *(f"mice:{output / name}" for name in names)]
     report = None
     for folder, split in zip(args.evaluate, splits, strict=True):
-        part = evaluate_systems(
-            [folder], systems, split=split, depth=args.depth, max_queries=args.eval_queries, runs_folder=output / "runs"
+        config = EvaluationConfig(
+            data=[folder],
+            models=systems,
+            split=split,
+            depth=args.eval_depth,
+            max_queries=args.eval_queries,
+            runs_folder=str(output / "runs"),
         )
+        part = evaluate(config)
         report = part if report is None else merge_reports(report, part)
     write_json(report, output / "evaluation.json")
     parent = next(name for name, system in report["systems"].items() if system.get("kind") == "cross-encoder")

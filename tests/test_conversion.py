@@ -291,3 +291,45 @@ def test_mice_convert_reports_a_bad_parent_in_one_line(tmp_path, capsys):
     error, hint = capsys.readouterr().err.strip().splitlines()[-2:]
     assert error.startswith("error: ") and "not a cross-encoder" in error
     assert hint.startswith("hint: ") and "mice convert --help" in hint
+
+
+def test_sweep_converts_each_layer_choice_and_reports_retention_and_speedup(parent, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "convert_sweep", Path(__file__).parents[1] / "scripts/convert_sweep.py"
+    )
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep.pareto_front([(1.0, 0.9), (2.0, 0.8), (1.5, 0.7), (2.0, 0.9)]) == [3]
+    assert sweep.pareto_front([(1.0, 0.9), (2.0, 0.8), (1.5, 0.7)]) == [0, 1]
+
+    import shutil
+
+    data = write_corpus(tmp_path / "data", splits=("train", "test"))
+    other = shutil.copytree(data, tmp_path / "other")  # "out of domain": the same lists under another name
+    output = tmp_path / "sweep"
+    argv = ["--cross_encoder", parent, "--data", str(data), "--output", str(output), "--steps", "2"]
+    argv += ["--max_queries", "16", "--held_out_queries", "2", "--depth", "6", "--list_size", "4", "--batch_size", "2"]
+    argv += ["--layers", "2+2", "1+2", "--evaluate", str(data), str(other), "--eval_depth", "5"]
+    assert sweep.main(argv) == 0
+    result = json.loads((output / "sweep.json").read_text())
+    report = json.loads((output / "evaluation.json").read_text())
+    parent_name = next(name for name, system in report["systems"].items() if system["kind"] == "cross-encoder")
+    parent_ndcg = report["results"][parent_name]["data"]["metrics"]["ndcg@10"]
+    assert [(row["fusion_layer"], row["interaction_layers"]) for row in result["rows"]] == [(2, 2), (1, 2)]
+    for row in result["rows"]:
+        ndcg = report["results"][row["model"]]["data"]["metrics"]["ndcg@10"]
+        assert row["retained_in_domain"] == pytest.approx(ndcg / parent_ndcg)
+        assert row["retained_out_of_domain_mean"] == pytest.approx(ndcg / parent_ndcg)  # the same lists again
+        assert row["speedup"]["other"] == pytest.approx(
+            report["results"][parent_name]["other"]["latency"]["mean_ms"]
+            / report["results"][row["model"]]["other"]["latency"]["mean_ms"]
+        )
+    assert (output / "sweep.png").stat().st_size > 0
+    assert "| ℓ1+2 |" in (output / "sweep.md").read_text()
+    # Both conversions share one set of parent scores, and a re-run reuses the finished conversions.
+    assert sorted(path.name for path in output.iterdir() if path.name.startswith("mice-")) == ["mice-l1+2", "mice-l2+2"]
+    before = (output / "mice-l2+2" / "model.safetensors").stat().st_mtime_ns
+    assert sweep.main(argv) == 0
+    assert (output / "mice-l2+2" / "model.safetensors").stat().st_mtime_ns == before

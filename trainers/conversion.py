@@ -578,14 +578,16 @@ def build_student(config: ConversionConfig, parent: ParentInfo, fusion: int, int
     import tempfile
 
     from sentence_transformers.cross_encoder import CrossEncoder
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from modeling_mice import MiceForSequenceClassification
+    from modeling_mice.configuration_mice import encoder_max_length
 
     from .frozen_documents import freeze_independent_layers
     from .training import dropout_overrides
 
-    document_length = config.max_document_length
+    # No longer than the parent's positions, nor than the pairs it was used with (one [CLS] and [SEP] fewer).
+    document_length = min(config.max_document_length, encoder_max_length(AutoConfig.from_pretrained(parent.path)))
     if parent.max_length is not None:
         document_length = min(document_length, parent.max_length - config.max_query_length + 2)
     mice = MiceForSequenceClassification.from_backbone(
