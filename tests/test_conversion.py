@@ -13,6 +13,7 @@ from tiny_models import build_tiny_backbone
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modeling_mice import MiceForSequenceClassification
+from ranking_data.synthetic_queries import generate_queries
 from trainers.conversion import (
     ConversionConfig,
     ConversionError,
@@ -23,7 +24,6 @@ from trainers.conversion import (
     joint_pairs,
     resolve_layers,
 )
-from ranking_data.synthetic_queries import generate_queries
 
 WORDS = (
     "debian package library tool editor server client network parser image audio video font theme game kernel module "
