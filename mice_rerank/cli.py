@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from entity_lens import cli as entity_lens_cli
+
 from . import quickstart
 
 
@@ -19,7 +21,16 @@ def main(argv: list[str] | None = None) -> int:
             description=quickstart.__doc__,
         )
     )
+    entity_lens_cli.add_arguments(
+        commands.add_parser(
+            "entity-lens",
+            help="decode an entity's mention from each layer of a language model",
+            description=entity_lens_cli.__doc__,
+        )
+    )
     args = parser.parse_args(argv)
+    if args.command == "entity-lens":
+        return entity_lens_cli.run(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "quickstart":
         report = quickstart.run_quickstart(
