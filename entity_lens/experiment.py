@@ -162,11 +162,10 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
         splits["seen"] = splits["train"][: config.seen_examples]
         representations = _representations(model, tokenizer, config, run_folder, task, splits, task_layers, progress)
         training = config.training if task.name == "mention" else config.relation_training
-        per_layer = {}
         columns = {layer: column for column, layer in enumerate(task_layers)}
         for layer in tqdm(spread_order(task_layers), desc=f"{task.folder} layers", disable=not progress):
             column = columns[layer]
-            per_layer[layer] = _train_and_evaluate(
+            _train_and_evaluate(
                 model,
                 tokenizer,
                 config,
@@ -178,10 +177,13 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
                 {s: r[:, column] for s, r in representations.items()},
                 progress,
             )
-        vectors = _collect(
-            run_folder / task.folder, config, task, per_layer, model.config.get_text_config().hidden_size
+        # Every layer finished with these settings, by this run or an earlier one (other layers, same task).
+        per_layer = _finished_layers(run_folder / task.folder, training)
+        hidden = model.config.get_text_config().hidden_size
+        _collect(run_folder / task.folder, config, task, per_layer, hidden).save(
+            run_folder / task.folder / "task_vectors"
         )
-        vectors.save(run_folder / task.folder / "task_vectors")
+        loads = [r["machine"]["load_average_before"][0] for r in per_layer.values()]
         results["tasks"][task.folder] = {
             "task": task.name,
             "mode": task.mode,
@@ -192,9 +194,15 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str,
                 "train_seconds": sum(r["training"]["seconds"] for r in per_layer.values()),
                 "evaluation_seconds": sum(r["evaluation_seconds"] for r in per_layer.values()),
                 "steps": sum(r["training"]["steps"] for r in per_layer.values()),
+                "threads": sorted({r["machine"]["threads"] for r in per_layer.values()}),
+                "load_average_1min": [min(loads), max(loads)],
             },
         }
-    _write_json(run_folder / "results.json", results)
+    previous = run_folder / "results.json"
+    if previous.is_file():  # runs of other modes or layers of the same model add up
+        tasks = json.loads(previous.read_text(encoding="utf-8")).get("tasks", {})
+        results["tasks"] = {**tasks, **results["tasks"]}
+    _write_json(previous, results)
     return results
 
 
@@ -285,6 +293,16 @@ def _train_and_evaluate(
     _write_json(folder / "predictions.json", evaluation["predictions"])
     _write_json(record_path, record)  # last: its presence marks the layer finished
     return record
+
+
+def _finished_layers(task_folder: Path, training: TrainingConfig) -> dict[int, dict[str, Any]]:
+    """The records of the layers finished under `task_folder` with these training settings, by layer."""
+    records = {}
+    for path in task_folder.glob(f"layer-*/{EVALUATION_FILE}"):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("training_config") == asdict(training):
+            records[record["layer"]] = record
+    return dict(sorted(records.items()))
 
 
 def evaluate_layer(

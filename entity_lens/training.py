@@ -3,7 +3,9 @@
 The recipe of arXiv 2510.09421 (its public code): next-token cross-entropy on the mention's tokens plus EOS, Adam at
 learning rate 1e-2, batch 64, 5 epochs, v ~ N(0, 1), the learning rate constant for 3 epochs and then annealed to a
 tenth (here one cosine over the remaining epochs; the code restarts its cosine each epoch), and the v with the best
-token accuracy on a dev set of at most 2,000 examples is kept.
+token accuracy on a dev set of at most 2,000 examples is kept. `init="arrow"` starts v from the embedding of the `>`
+it replaces instead of N(0, 1): with a few hundred steps rather than thousands it matters where N(0, 1) is ten times
+longer than the model's token embeddings (SmolLM2, GPT-2; Gemma scales its embeddings to about that length).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import EntityLensError
-from .prompt import MentionSet, build_batch, mention_loss, prompt_ids, target_logits
+from .prompt import MentionSet, build_batch, mention_loss, prompt_ids, prompt_tokens, target_logits
 from .task_vectors import TaskVector
 
 
@@ -39,11 +41,20 @@ class TrainingConfig:
         default="vector",
         metadata={"help": "'vector': learn v; 'linear': learn a d×d map on the representation, v frozen"},
     )
+    init: str = field(
+        default="normal",
+        metadata={
+            "help": "v's start: 'normal', N(0, 1) (the paper), or 'arrow', the embedding of the `>` it replaces "
+            "(token scale: far fewer steps where N(0, 1) is much longer than the model's token embeddings)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of v's initialisation and of the example order"})
 
     def __post_init__(self) -> None:
         if self.variant not in ("vector", "linear"):
             raise EntityLensError(f"unknown variant {self.variant!r}: use 'vector' or 'linear'")
+        if self.init not in ("normal", "arrow"):
+            raise EntityLensError(f"unknown init {self.init!r}: use 'normal' or 'arrow'")
         if self.batch_size < 1 or self.epochs < 1 or self.evaluations_per_epoch < 1:
             raise EntityLensError("batch_size, epochs and evaluations_per_epoch must be at least 1")
 
@@ -107,7 +118,8 @@ def train_task_vector(
 ) -> TrainingResult:
     """Train a task vector on `train`, keeping the one with the best dev token accuracy.
 
-    `initial`: v to start from (default N(0, 1)); the linear-map variant needs it (the v it keeps frozen).
+    `initial`: v to start from (default: as `config.init` says); the linear-map variant needs it (the v it keeps
+    frozen).
     `progress`: show a progress bar (a string is used as its description).
     """
     config = config or TrainingConfig()
@@ -119,10 +131,14 @@ def train_task_vector(
         if initial is None:
             raise EntityLensError("the linear-map variant keeps a trained v frozen: pass it as `initial`")
         task_vector = initial.with_identity_map()
-        parameters = list(task_vector.linear.parameters())
+    elif initial is not None:
+        task_vector = TaskVector(initial.vector)
+    elif config.init == "arrow":
+        arrow = torch.tensor([prompt_tokens(tokenizer)[-1]])
+        task_vector = TaskVector(model.get_input_embeddings()(arrow)[0])
     else:
-        task_vector = TaskVector(initial.vector) if initial is not None else TaskVector.random(d_model, generator)
-        parameters = [task_vector.vector]
+        task_vector = TaskVector.random(d_model, generator)
+    parameters = list(task_vector.linear.parameters()) if config.variant == "linear" else [task_vector.vector]
     if dev and len(dev) > config.max_dev_examples:
         dev = dev.subset(torch.randperm(len(dev), generator=generator)[: config.max_dev_examples].tolist())
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)

@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--output", required=True, help="run folder; results go to <output>/<model>/")
     run.add_argument("--model", default="gemma-3-270m", help="gemma-3-270m, smollm2-135m-instruct, a folder or Hub id")
     run.add_argument("--layers", type=int, nargs="+", help="layers to train (default: every layer)")
-    run.add_argument("--modes", nargs="+", default=["raw", "context"], choices=["raw", "context"])
+    run.add_argument(
+        "--modes", nargs="*", default=["raw", "context"], choices=["raw", "context"], help="none: only the relation"
+    )
     run.add_argument("--relation-layers", type=int, nargs="*", default=[], help="layers for country → capital")
     run.add_argument("--data", help="dataset folder (default: <output>/data); share it between models")
     run.add_argument("--debian", help="../shared/data/debian-known-item: more texts for mentions in context")
@@ -42,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--epochs", type=int, default=5)
     run.add_argument("--constant-epochs", type=int, default=3, help="epochs before the cosine annealing")
     run.add_argument("--learning-rate", type=float, default=1e-2)
+    run.add_argument(
+        "--init", default="normal", choices=["normal", "arrow"], help="v's start: N(0, 1), or the `>` embedding"
+    )
     run.add_argument("--relation-epochs", type=int, default=20)
     run.add_argument("--relation-constant-epochs", type=int, default=12)
     run.add_argument("--max-new-tokens", type=int, default=16)
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             epochs=epochs,
             constant_epochs=constant_epochs,
+            init=args.init,
             seed=args.seed,
         )
 

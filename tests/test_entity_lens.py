@@ -271,6 +271,23 @@ def test_training_the_task_vector_lowers_the_loss_and_keeps_the_best_on_dev(tiny
     assert all(not p.requires_grad for p in model.parameters())
 
 
+def test_v_starts_from_n01_or_from_the_arrow_embedding(tiny):
+    model, tokenizer, _ = tiny
+    examples = mention_set(model, tokenizer, ENTITIES[:4])
+    frozen = {"learning_rate": 0.0, "batch_size": 4, "epochs": 1, "constant_epochs": 1, "seed": 5}
+    arrow = train_task_vector(
+        model, tokenizer, examples, examples, TrainingConfig(**frozen, init="arrow"), progress=False
+    )
+    expected = model.get_input_embeddings()(torch.tensor(prompt_ids(tokenizer)[-1:]))[0]
+    torch.testing.assert_close(arrow.task_vector.vector, expected, rtol=0, atol=0)
+    normal = train_task_vector(model, tokenizer, examples, examples, TrainingConfig(**frozen), progress=False)
+    torch.testing.assert_close(
+        normal.task_vector.vector, TaskVector.random(32, torch.Generator().manual_seed(5)).vector
+    )
+    with pytest.raises(EntityLensError, match="unknown init 'zeros'"):
+        TrainingConfig(init="zeros")
+
+
 def test_linear_map_variant_trains_the_map_and_keeps_v_frozen(tiny):
     model, tokenizer, _ = tiny
     examples = mention_set(model, tokenizer, ENTITIES)

@@ -12,7 +12,7 @@ from tiny_causal_lms import build_tiny_causal_lm
 
 from entity_lens import EntityLensError, TaskVector, TaskVectorSet, data
 from entity_lens import experiment as experiment_module
-from entity_lens.experiment import ExperimentConfig, _derangement, run_experiment
+from entity_lens.experiment import ExperimentConfig, _derangement, run_experiment, spread_order
 from entity_lens.plots import plot_results
 from entity_lens.training import TrainingConfig
 from mice_rerank.cli import main as mice
@@ -85,6 +85,12 @@ def test_experiment_end_to_end_and_resumes_without_retraining(tmp_path, tiny_fol
     (run / "raw" / "layer-1" / "evaluation.json").unlink()
     monkeypatch.undo()
     assert "1" in run_experiment(config, progress=False)["tasks"]["raw"]["layers"]
+
+
+def test_layers_are_trained_in_an_order_whose_prefixes_span_the_depth():
+    assert spread_order(list(range(18)))[:5] == [0, 17, 8, 4, 12]
+    assert sorted(spread_order(list(range(30)))) == list(range(30))
+    assert spread_order([3, 1]) == [1, 3]
 
 
 def test_the_control_pairs_every_entity_with_another():
