@@ -1,4 +1,5 @@
-"""Hub cards (model, teacher-score dataset, Space) rendered from recorded runs, and push helpers."""
+"""Hub cards (model, teacher-score dataset, Space, Entity Lens task vectors) rendered from recorded runs, and push
+helpers."""
 
 from .dataset_card import render_dataset_card
 from .model_card import render_model_card
@@ -13,6 +14,7 @@ from .records import (
     read_training_record,
 )
 from .space_card import render_space_card
+from .task_vectors import push_task_vectors, render_task_vector_card
 
 __all__ = [
     "EvaluationResults",
@@ -22,6 +24,7 @@ __all__ = [
     "TeacherDataset",
     "check_model_folder",
     "push_model",
+    "push_task_vectors",
     "push_teacher_dataset",
     "read_evaluation",
     "read_latency",
@@ -30,4 +33,5 @@ __all__ = [
     "render_dataset_card",
     "render_model_card",
     "render_space_card",
+    "render_task_vector_card",
 ]

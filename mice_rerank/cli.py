@@ -23,6 +23,7 @@ COMMANDS = {
     "train": ("mice_rerank.commands.train", "distil a cross-encoder or MICE from a teacher-score dataset"),
     "evaluate": ("mice_rerank.commands.evaluate", "re-rank BEIR folders: metrics, significance, latency"),
     "convert": ("mice_rerank.commands.convert", "turn a trained cross-encoder into a MICE model that ranks like it"),
+    "entity-lens": ("entity_lens.cli", "decode an entity's mention from each layer of a language model"),
 }
 
 # Exceptions that report bad input, by class path (this module imports none of them), with what to do about it. The
@@ -35,6 +36,7 @@ ERROR_HINTS = {
     "evaluation.document_cache.DocumentCacheError": "delete the cache file named above; its documents are re-encoded",
     "trainers.conversion.ConversionError": "`mice convert --help` lists the settings and what each expects",
     "hub_cards.records.RecordError": "the folder must hold what a training or evaluation run writes",
+    "entity_lens.errors.EntityLensError": "`mice entity-lens --help` lists the options and what each expects",
     "builtins.FileNotFoundError": "check the path",
     "builtins.ValueError": "check the arguments (`mice COMMAND --help`)",
 }

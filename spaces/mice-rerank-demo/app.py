@@ -616,7 +616,9 @@ def main() -> None:
         demo = RerankDemo.from_environment()
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"mice-rerank-demo: {error}") from None
-    build_demo(demo).launch()
+    from entity_lens_tab import with_entity_lens_tab  # a sibling module: the Space runs app.py from this folder
+
+    with_entity_lens_tab(build_demo(demo)).launch()
 
 
 if __name__ == "__main__":
