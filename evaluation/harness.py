@@ -13,7 +13,6 @@ import json
 import platform
 import random
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,9 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .beir import BeirData, BeirFormatError, Run, load_beir, read_trec_run, write_trec_run
-from .bm25 import BM25Retriever
+from .beir import BeirData, Run, load_beir, write_trec_run
 from .document_cache import model_fingerprint
+from .first_stage import FirstStage, bm25_first_stage, check_run, first_stage_from_spec  # noqa: F401 - re-exported
 from .metrics import DEFAULT_METRICS, compare_runs
 from .rerankers import load_reranker
 
@@ -64,41 +63,6 @@ def subsample_queries(data: BeirData, max_queries: int | None, seed: int = 0) ->
         raise ValueError(f"max_queries must be at least 1, got {max_queries}")
     kept = sorted(random.Random(seed).sample(sorted(data.queries), max_queries))
     return replace(data, queries={q: data.queries[q] for q in kept}, qrels={q: data.qrels[q] for q in kept})
-
-
-def bm25_first_stage(data: BeirData, k: int = 1000, show_progress: bool = False) -> tuple[Run, float]:
-    """BM25 top-``k`` of every judged query, and the retrieval time per query in ms (indexing excluded)."""
-    retriever = BM25Retriever(show_progress=show_progress).index(data.corpus)
-    start = time.perf_counter()
-    run = retriever.search(data.queries, k)
-    return run, 1000 * (time.perf_counter() - start) / max(len(data.queries), 1)
-
-
-def check_run(run: Run, data: BeirData, source: str) -> Run:
-    """Keep the judged queries of a user-given run, checking that it belongs to this collection.
-
-    Raises:
-        BeirFormatError: the run names documents missing from the corpus, or none of the judged queries.
-    """
-    unknown = sorted({doc_id for docs in run.values() for doc_id in docs} - set(data.corpus))
-    if unknown:
-        raise BeirFormatError(
-            f"{source} names {len(unknown)} document id(s) missing from {data.name}/corpus.jsonl, e.g. {unknown[:3]}: "
-            "is it a run for this collection?"
-        )
-    if not set(run) & set(data.queries):
-        raise BeirFormatError(
-            f"{source} ranks none of the {len(data.queries)} judged queries of {data.name} ({data.split} split); "
-            f"its query ids look like {sorted(run)[:3]}, the collection's like {sorted(data.queries)[:3]}"
-        )
-    unranked = [query_id for query_id in data.queries if not run.get(query_id)]
-    if unranked:
-        warnings.warn(
-            f"{source} ranks nothing for {len(unranked)} of the {len(data.queries)} judged queries of {data.name} "
-            f"(e.g. {unranked[:3]}); they count as zero for every system, as in trec_eval -c",
-            stacklevel=2,
-        )
-    return {query_id: run.get(query_id, {}) for query_id in data.queries}
 
 
 def top_documents(ranking: dict[str, float], depth: int) -> list[str]:
@@ -231,6 +195,8 @@ def evaluate_systems(
     depth: int = 100,
     run_files: list[str | Path] | None = None,
     first_stage_k: int = 1000,
+    first_stage: str | FirstStage = "bm25",
+    dense_weight: float = 0.5,
     batch_size: int = 32,
     max_queries: int | None = None,
     seed: int = 0,
@@ -251,10 +217,12 @@ def evaluate_systems(
         split: the qrels split to evaluate (``qrels/<split>.tsv``).
         depth: how many first-stage documents each model re-ranks.
         run_files: one TREC run per folder to use as first stage instead of BM25.
-        first_stage_k: how many documents BM25 retrieves (MAP and R@100 are computed over them).
+        first_stage_k: how many documents the first stage retrieves (MAP and R@100 are computed over them).
+        first_stage: ``bm25``, ``dense:PATH``, ``hybrid:PATH`` (``evaluation.first_stage``) or a ``FirstStage``.
+        dense_weight: the dense side's weight in a hybrid first stage (the BM25 side gets the rest).
         max_queries: evaluate a reproducible sample of at most this many judged queries (``seed``).
         baseline: the system the markdown table marks significance against (default: the first stage).
-        cache_folder: where MICE document states are cached on disk (none by default).
+        cache_folder: where MICE document states (and a dense first stage's embeddings) are cached on disk.
         mteb_folder: if given, every model also runs through ``mteb.evaluate`` on the same candidates (an MTEB
             re-ranking task per folder; results in MTEB's ResultCache layout there, scores under ``"mteb"``).
         runs_folder: if given, every run is also written there as ``<dataset>/<system>.trec``, with a JSON record of
@@ -272,7 +240,16 @@ def evaluate_systems(
     if len(set(names)) != len(names):
         raise ValueError(f"data folders must have distinct names, got {names}")
     specs = [spec for spec in models if spec != BM25]
-    first_stage_name = BM25 if run_files is None else "first-stage"
+    if isinstance(first_stage, str):
+        first_stage = first_stage_from_spec(
+            first_stage,
+            None if run_files is None else dict(zip(names, run_files, strict=True)),
+            dense_weight=dense_weight,
+            device=device,
+            cache_folder=None if cache_folder is None else Path(cache_folder) / "dense",
+            show_progress=show_progress,
+        )
+    first_stage_name = first_stage.name
     names_of_systems = system_names(specs)
     rerankers = {
         name: load_reranker(spec, batch_size, device, cache_folder, show_progress)
@@ -287,9 +264,7 @@ def evaluate_systems(
         "settings": {
             "split": split,
             "depth": depth,
-            "first_stage": "bm25 (bm25s, Lucene k1=0.9 b=0.4, English stopwords + Snowball stemmer)"
-            if run_files is None
-            else "run files",
+            "first_stage": first_stage.describe(),
             "first_stage_k": first_stage_k if run_files is None else None,
             "batch_size": batch_size,
             "max_queries": max_queries,
@@ -310,12 +285,8 @@ def evaluate_systems(
     }
     for index, full_data in enumerate(datasets):
         data = subsample_queries(full_data, max_queries, seed)
-        if run_files is None:
-            candidates, first_stage_ms = bm25_first_stage(data, first_stage_k, show_progress)
-            source = "bm25"
-        else:
-            source = str(run_files[index])
-            candidates, first_stage_ms = check_run(read_trec_run(source), data, source), None
+        retrieved = first_stage.retrieve(data, first_stage_k)
+        candidates, first_stage_ms, source = retrieved.run, retrieved.ms_per_query, retrieved.source
         runs = {first_stage_name: candidates}
         timings = {first_stage_name: None}
         for name, reranker in rerankers.items():
@@ -339,6 +310,7 @@ def evaluate_systems(
             "documents": len(data.corpus),
             "first_stage": source,
             "first_stage_ms_per_query": first_stage_ms,
+            **({"first_stage_details": retrieved.details} if retrieved.details else {}),
             "queries_with_candidates": sum(1 for ranking in candidates.values() if ranking),
         }
         for name, run in runs.items():

@@ -5,9 +5,13 @@ Examples:
     python scripts/evaluate.py --data ../shared/data/cisi ../shared/data/cacm \\
         --models ce:models/cross-encoder mice:models/mice --depth 100 --json out/evaluation.json
     python scripts/evaluate.py --data my_beir_folder --run my_first_stage.trec --models models/mice --max-queries 50
+    python scripts/evaluate.py --data ../shared/data/debian-known-item --first-stage hybrid:models/embedder \
+        --models mice:models/mice                                 # BM25 + dense (faiss) first stage, then MICE
 
 A model is ``ce:PATH`` (any sentence-transformers CrossEncoder folder or Hub id), ``mice:PATH`` (a MICE folder,
 re-ranked with pre-encoded documents), or a bare path whose ``config.json`` decides. ``bm25`` names the first stage.
+The first stage is BM25, ``--first-stage dense:PATH`` (any SentenceTransformer folder: exact inner product with faiss),
+``--first-stage hybrid:PATH`` (BM25 and dense, per-query min-max normalised and summed) or ``--run`` files.
 """
 
 from __future__ import annotations
@@ -33,7 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--run", nargs="+", help="TREC run file(s) as first stage, one per --data folder (default BM25)"
     )
-    parser.add_argument("--first-stage-k", type=int, default=1000, help="documents BM25 retrieves per query (1000)")
+    parser.add_argument(
+        "--first-stage", default="bm25", help="bm25, dense:PATH or hybrid:PATH (PATH: a SentenceTransformer folder)"
+    )
+    parser.add_argument(
+        "--dense-weight", type=float, default=0.5, help="weight of the dense side of a hybrid first stage (0.5)"
+    )
+    parser.add_argument("--first-stage-k", type=int, default=1000, help="documents the first stage retrieves (1000)")
     parser.add_argument("--batch-size", type=int, default=32, help="documents scored per forward pass (32)")
     parser.add_argument("--max-queries", type=int, help="evaluate a random sample of at most this many queries")
     parser.add_argument("--seed", type=int, default=0, help="seed of the query sample (0)")
@@ -62,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             depth=args.depth,
             run_files=args.run,
             first_stage_k=args.first_stage_k,
+            first_stage=args.first_stage,
+            dense_weight=args.dense_weight,
             batch_size=args.batch_size,
             max_queries=args.max_queries,
             seed=args.seed,
