@@ -1,12 +1,14 @@
 """Hub cards (model, teacher-score dataset, Space) rendered from recorded runs, and push helpers."""
 
 from .dataset_card import render_dataset_card
+from .embedder_card import render_embedder_card
 from .model_card import render_model_card
 from .push import PushError, PushResult, check_model_folder, push_model, push_teacher_dataset
 from .records import (
     EvaluationResults,
     RecordError,
     TeacherDataset,
+    read_embedder_record,
     read_evaluation,
     read_latency,
     read_teacher_dataset,
@@ -23,11 +25,13 @@ __all__ = [
     "check_model_folder",
     "push_model",
     "push_teacher_dataset",
+    "read_embedder_record",
     "read_evaluation",
     "read_latency",
     "read_teacher_dataset",
     "read_training_record",
     "render_dataset_card",
+    "render_embedder_card",
     "render_model_card",
     "render_space_card",
 ]

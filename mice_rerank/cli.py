@@ -19,7 +19,19 @@ def main(argv: list[str] | None = None) -> int:
             description=quickstart.__doc__,
         )
     )
+    from embeddings import cli as embedder_cli
+
+    embedder_cli.add_arguments(
+        commands.add_parser(
+            "distill-embedder",
+            help="a light dual encoder (DE-2) from a cross-encoder",
+            description=embedder_cli.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     args = parser.parse_args(argv)
+    if args.command == "distill-embedder":
+        return embedder_cli.run(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "quickstart":
         report = quickstart.run_quickstart(
