@@ -346,6 +346,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         report_to=[],
         disable_tqdm=not show_progress,
         dataloader_drop_last=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = SentenceTransformerTrainer(
         model=model,

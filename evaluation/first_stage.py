@@ -392,6 +392,29 @@ class HybridFirstStage(FirstStage):
         return FirstStageRun(run, ms_per_query, f"hybrid:{self.dense_weight:g}:{dense.source}", dense.details)
 
 
+def evaluate_first_stages(
+    data: BeirData, stages: dict[str, FirstStage], k: int = 1000, metrics: tuple[str, ...] = ("ndcg@10", "recall@100")
+) -> dict[str, dict[str, Any]]:
+    """First stages side by side on one split: ``{name: {"metrics", "ms_per_query", "source", "details"}}``.
+
+    Example:
+        >>> evaluate_first_stages(load_beir("sample", "test"), {"bm25": BM25FirstStage(),
+        ...     "hybrid": HybridFirstStage(DenseFirstStage("models/embedder"))})
+    """
+    from .metrics import evaluate_run
+
+    results = {}
+    for name, stage in stages.items():
+        retrieved = stage.retrieve(data, k)
+        results[name] = {
+            "metrics": evaluate_run(data.qrels, retrieved.run, metrics),
+            "ms_per_query": retrieved.ms_per_query,
+            "source": retrieved.source,
+            "details": retrieved.details,
+        }
+    return results
+
+
 def _model_name(model: Any) -> str:
     config = getattr(model[0], "config", None) if len(model) else None
     return str(getattr(config, "_name_or_path", "") or type(model).__name__)

@@ -18,12 +18,14 @@ from evaluation.first_stage import (
     DenseFirstStage,
     FirstStageError,
     HybridFirstStage,
+    evaluate_first_stages,
     exact_search,
     first_stage_from_spec,
     fuse_runs,
     normalise_per_query,
 )
 from evaluation.harness import evaluate_systems, subsample_queries
+from evaluation.metrics import evaluate_run
 
 
 def load_script(name: str):
@@ -110,6 +112,14 @@ def test_hybrid_retrieves_the_fusion_of_its_two_runs(tiny_embedder, small_split)
     )
     assert hybrid.run == expected
     assert hybrid.source.startswith("hybrid:0.3:dense:")
+
+
+def test_first_stages_side_by_side(tiny_embedder, small_split):
+    dense = DenseFirstStage(str(tiny_embedder[1]))
+    table = evaluate_first_stages(small_split, {"bm25": BM25FirstStage(), "dense": dense}, k=100)
+    expected = evaluate_run(small_split.qrels, dense.retrieve(small_split, 100).run, ("ndcg@10", "recall@100"))
+    assert table["dense"]["metrics"] == pytest.approx(expected)
+    assert table["bm25"]["source"] == "bm25" and table["dense"]["ms_per_query"] > 0
 
 
 def test_evaluate_systems_with_a_hybrid_first_stage(tiny_embedder, small_beir):
