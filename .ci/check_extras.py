@@ -34,6 +34,7 @@ COVERAGE = {
     "hub": ["hub_cards"],
     "space": ["spaces/mice-rerank-demo/app.py"],
     "entity-lens": ["entity_lens"],
+    "embed": ["embeddings"],
 }
 NOT_CHECKED = {"test", "all"}  # the test tools, and everything together (what CI's test run installs)
 

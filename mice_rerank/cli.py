@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": ("mice_rerank.commands.evaluate", "re-rank BEIR folders: metrics, significance, latency"),
     "convert": ("mice_rerank.commands.convert", "turn a trained cross-encoder into a MICE model that ranks like it"),
     "entity-lens": ("entity_lens.cli", "decode an entity's mention from each layer of a language model"),
+    "distill-embedder": ("embeddings.cli", "a light dual encoder (DE-2) distilled from a cross-encoder's early layers"),
 }
 
 # Exceptions that report bad input, by class path (this module imports none of them), with what to do about it. The
@@ -36,6 +37,8 @@ ERROR_HINTS = {
     "evaluation.document_cache.DocumentCacheError": "delete the cache file named above; its documents are re-encoded",
     "trainers.conversion.ConversionError": "`mice convert --help` lists the settings and what each expects",
     "hub_cards.records.RecordError": "the folder must hold what a training or evaluation run writes",
+    "embeddings.early_layers.EarlyLayerError": "pass a cross-encoder or MICE folder, with at most as many layers as it has",
+    "evaluation.first_stage.FirstStageError": "the first stage is bm25, dense:PATH or hybrid:PATH (a SentenceTransformer)",
     "entity_lens.errors.EntityLensError": "`mice entity-lens --help` lists the options and what each expects",
     "builtins.FileNotFoundError": "check the path",
     "builtins.ValueError": "check the arguments (`mice COMMAND --help`)",
