@@ -17,6 +17,11 @@ terms in the query self-attention). ModernBERT applies each interaction layer's 
 the query, as in the paper's Ettin models. A query token with no allowed document key (the [CLS] under
 `mask_cls_to_doc`, padding) gets an exactly zero cross-attention context, not a uniform average or NaN.
 
+Attention: every self- and cross-attention goes through transformers' attention interface (`ALL_ATTENTION_FUNCTIONS`,
+masks from `transformers.masking_utils`), so `attn_implementation` "eager", "sdpa" or "flex_attention" reaches every
+layer. MPNet and DeBERTa compute their self-attention in their own transformers code (relative position terms), so
+MICE on them runs eager only. Flash-attention is not offered (see `MicePreTrainedModel`).
+
 Scores are raw logits `(batch, num_labels)`; no activation is applied inside the model. This file and
 `configuration_mice.py` depend only on torch and transformers, so they travel to the Hub as remote code.
 """
@@ -31,10 +36,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
+from transformers.masking_utils import (
+    ALL_MASK_ATTENTION_FUNCTIONS,
+    and_masks,
+    bidirectional_mask_function,
+    sliding_window_bidirectional_overlay,
+)
 from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
-from transformers.modeling_utils import PreTrainedModel
-from transformers.models.bert.modeling_bert import BertAttention, BertLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.bert.modeling_bert import BertAttention, BertLayer, eager_attention_forward
 from transformers.models.deberta_v2.modeling_deberta_v2 import ContextPooler, DebertaV2Attention, DebertaV2Layer
 from transformers.models.electra.modeling_electra import ElectraAttention, ElectraClassificationHead, ElectraLayer
 from transformers.models.modernbert.modeling_modernbert import (
@@ -139,11 +149,57 @@ class MiceSequenceClassifierOutput(SequenceClassifierOutput):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _backend_mask(allowed: torch.Tensor, dtype: torch.dtype, implementation: str) -> torch.Tensor:
-    """A boolean `(B, 1, Lq, Lk)` "may attend" mask in the form the attention backend expects."""
-    if implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+def _only_cls_sees_cls(batch_idx, head_idx, q_idx, kv_idx):
+    """`mask_query_to_cls` as a transformers mask function: the query [CLS] is a key for itself only."""
+    return (kv_idx != 0) | (q_idx == 0)
+
+
+def _attention_mask(
+    implementation: str,
+    key_valid: torch.Tensor,
+    query_length: int,
+    dtype: torch.dtype,
+    *overlays,
+    materialize: bool = False,
+):
+    """The `(B, 1, Lq, Lk)` mask of the keys `key_valid (B, Lk)` and the index-based mask functions `overlays`, in
+    the form the attention backend takes (additive for eager, boolean for sdpa, a `BlockMask` for flex), built by
+    transformers' mask interface; `None` where nothing is masked, unless `materialize`.
+
+    (`create_bidirectional_mask` builds the same, but turns to `vmap` for any extra mask function, which costs more
+    than the attention itself on short queries; these overlays are plain index arithmetic, so they broadcast.)
+    """
+    return ALL_MASK_ATTENTION_FUNCTIONS[implementation](
+        batch_size=key_valid.shape[0],
+        q_length=query_length,
+        kv_length=key_valid.shape[1],
+        mask_function=and_masks(bidirectional_mask_function, *overlays),
+        attention_mask=key_valid,
+        dtype=dtype,
+        allow_is_causal_skip=False,
+        allow_is_bidirectional_skip=not (overlays or materialize),
+        use_vmap=False,
+        device=key_valid.device,
+    )
+
+
+def _query_mask(
+    config: MiceConfig,
+    hidden: torch.Tensor,
+    query_valid: torch.Tensor,
+    sliding: bool = False,
+    materialize: bool = False,
+):
+    """The query self-attention mask of the interaction layers for the configured backend: the query's padding and,
+    under `mask_query_to_cls`, no query token but the [CLS] itself attending to the [CLS]; `sliding` adds the
+    encoder's local window (ModernBERT)."""
+    encoder = config.encoder_config
+    overlays = [_only_cls_sees_cls] if config.mask_query_to_cls else []
+    if sliding:
+        overlays.append(sliding_window_bidirectional_overlay(encoder.sliding_window))
+    return _attention_mask(
+        encoder._attn_implementation, query_valid, hidden.shape[1], hidden.dtype, *overlays, materialize=materialize
+    )
 
 
 def _split_heads(states: torch.Tensor, heads: int) -> torch.Tensor:
@@ -158,6 +214,7 @@ class _Tokens:
     """
 
     def __init__(self, valid: torch.Tensor):
+        self.valid = valid
         self.shape = valid.shape
         self.index = valid.reshape(-1).nonzero().squeeze(1)
 
@@ -172,39 +229,6 @@ class _Tokens:
         else:
             flat = padding.reshape(-1, padding.shape[-1])
         return flat.index_copy(0, self.index, packed).view(*self.shape, -1)
-
-
-def _cross_attend(
-    module: nn.Module,
-    implementation: str,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    allowed: torch.Tensor,
-    scaling: float,
-    dropout: float,
-    need_weights: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scaled dot-product attention of `query (N, h, Lq, d)` over `key`/`value (N, h, Ld, d)`.
-
-    `allowed (N, 1, Lq, Ld)` says which document keys each query token may see. A row with no allowed key gets an
-    exactly zero context (and zero weights): it is computed over all keys, which keeps softmax finite, then zeroed.
-    Returns the context `(N, Lq, h * d)` and, with `need_weights`, the weights `(N, h, Lq, Ld)`.
-    """
-    has_key = allowed.any(dim=-1, keepdim=True)
-    safe = allowed | ~has_key
-    dropout = dropout if module.training else 0.0
-    if implementation == "sdpa" and not need_weights:
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=safe, dropout_p=dropout, scale=scaling)
-        weights = None
-    else:
-        scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
-        scores = scores.masked_fill(~safe, torch.finfo(scores.dtype).min)
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
-        context = torch.matmul(weights, value)
-        weights = weights * has_key
-    context = context * has_key
-    return context.transpose(1, 2).reshape(query.shape[0], query.shape[2], -1), weights
 
 
 def _seed_from(target: nn.Module, source: nn.Module) -> None:
@@ -237,7 +261,9 @@ class _EncoderFamily:
 
     layers_path = "encoder.layer"  # where the layers live inside the family's base model
     backbone_kwargs: dict = {}  # extra arguments of the family's base model class
-    supports_sdpa = True
+    # Whether the family's transformers code computes self-attention through the attention interface
+    # (`ALL_ATTENTION_FUNCTIONS`), so that sdpa and flex attention reach it; MPNet and DeBERTa compute it themselves.
+    attention_interface = True
 
     def __init__(self, encoder_config):
         self.config = encoder_config
@@ -264,9 +290,9 @@ class _EncoderFamily:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
 
-    def prepare(self, model, hidden: torch.Tensor, allowed: torch.Tensor) -> dict:
+    def prepare(self, model, hidden: torch.Tensor, query_valid: torch.Tensor) -> dict:
         """What the query self-attention of every interaction layer needs: the mask in the backend's form, positions."""
-        return {"mask": _backend_mask(allowed, hidden.dtype, model.config._attn_implementation)}
+        return {"mask": _query_mask(model.config, hidden, query_valid)}
 
     def self_attention(self, layer, hidden, context) -> torch.Tensor:
         return layer.attention(hidden, attention_mask=context["mask"])[0]
@@ -358,7 +384,7 @@ class _MPNetFamily(_EncoderFamily):
     """
 
     backbone_kwargs = {"add_pooling_layer": False}
-    supports_sdpa = False
+    attention_interface = False
 
     def build_layer(self, config, index):
         return MPNetLayer(config)
@@ -369,9 +395,9 @@ class _MPNetFamily(_EncoderFamily):
     def build_head(self, config):
         return nn.ModuleDict({"classifier": MPNetClassificationHead(config)})
 
-    def prepare(self, model, hidden, allowed):
+    def prepare(self, model, hidden, query_valid):
         return {
-            "mask": _backend_mask(allowed, hidden.dtype, "eager"),
+            "mask": _query_mask(model.config, hidden, query_valid),
             "position_bias": model.backbone.encoder.compute_position_bias(hidden),
         }
 
@@ -400,7 +426,7 @@ class _DebertaV2Family(_EncoderFamily):
     scale they were trained for.
     """
 
-    supports_sdpa = False
+    attention_interface = False
 
     def build_layer(self, config, index):
         return DebertaV2Layer(config)
@@ -420,10 +446,10 @@ class _DebertaV2Family(_EncoderFamily):
             }
         )
 
-    def prepare(self, model, hidden, allowed):
+    def prepare(self, model, hidden, query_valid):
         encoder = model.backbone.encoder
         return {
-            "mask": allowed,  # DeBERTa takes a boolean "may attend" mask
+            "mask": _query_mask(model.config, hidden, query_valid, materialize=True) == 0,  # DeBERTa: "may attend"
             "relative_pos": encoder.get_rel_pos(hidden),
             "rel_embeddings": encoder.get_rel_embedding(),
         }
@@ -460,6 +486,7 @@ class _ModernBertFamily(_EncoderFamily):
     layers_path = "layers"
 
     def build_backbone(self, model_class, lower_config):
+        lower_config.tie_last_hidden_states = False  # see `lower`
         backbone = super().build_backbone(model_class, lower_config)
         # Its rotary embedding knows only the attention types of the independent layers; the interaction layers
         # read it too (`prepare`), and may be of a type the lower ones lack (e.g. a sliding layer above fusion
@@ -487,33 +514,20 @@ class _ModernBertFamily(_EncoderFamily):
         )
 
     def lower(self, backbone, input_ids, attention_mask, token_type_ids):
-        # ModernBertModel.forward without its final norm (its hidden_states[-1] is normed too): the document states
-        # are the last independent layer's raw output, as for the other families.
-        hidden = backbone.embeddings(input_ids=input_ids)
-        arguments = {"config": backbone.config, "inputs_embeds": hidden, "attention_mask": attention_mask}
-        masks = {
-            "full_attention": create_bidirectional_mask(**arguments),
-            "sliding_attention": create_bidirectional_sliding_window_mask(**arguments),
-        }
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-        rotary = {kind: backbone.rotary_emb(hidden, positions, kind) for kind in set(backbone.config.layer_types)}
-        for layer in backbone.layers:
-            kind = layer.attention_type
-            hidden = layer(hidden, attention_mask=masks[kind], position_embeddings=rotary[kind])
-        return hidden
+        # ModernBertModel norms its output (`final_norm`); the document states are the last independent layer's raw
+        # output, as for the other families, which `hidden_states[-1]` holds when not tied to `last_hidden_state`.
+        output = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=[-1])
+        return output.hidden_states[-1]
 
-    def prepare(self, model, hidden, allowed):
-        implementation = model.config._attn_implementation
-        positions = torch.arange(hidden.shape[1], device=hidden.device)
-        window = (positions[:, None] - positions[None, :]).abs() <= self.config.sliding_window
+    def prepare(self, model, hidden, query_valid):
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
         rotary = model.backbone.rotary_emb
-        layer_types = set(self.config.layer_types)
         return {
             "mask": {
-                "full_attention": _backend_mask(allowed, hidden.dtype, implementation),
-                "sliding_attention": _backend_mask(allowed & window, hidden.dtype, implementation),
+                "full_attention": _query_mask(model.config, hidden, query_valid),
+                "sliding_attention": _query_mask(model.config, hidden, query_valid, sliding=True),
             },
-            "rotary": {kind: rotary(hidden, positions[None], kind) for kind in layer_types},
+            "rotary": {kind: rotary(hidden, positions, kind) for kind in set(self.config.layer_types)},
         }
 
     def self_attention(self, layer, hidden, context):
@@ -591,14 +605,22 @@ class MicePreTrainedModel(PreTrainedModel):
     config: MiceConfig
     base_model_prefix = "mice"
     supports_gradient_checkpointing = False
+    # Flash-attention takes padding masks only: it cannot keep query tokens off the query [CLS] (`mask_query_to_cls`),
+    # and transformers' flash path assumes left-padded queries in cross-attention. Custom attention backends get no
+    # mask from transformers' mask builders at all. So neither is offered.
     _supports_flash_attn = False
-    _supports_flex_attn = False
     _supports_attention_backend = False
 
     @property
     def _supports_sdpa(self) -> bool:
-        """sdpa where the encoder family's own attention supports it (MPNet and DeBERTa compute attention eagerly)."""
-        return _family_of(self.config).supports_sdpa
+        """Where the encoder family's own attention goes through the attention interface (MPNet and DeBERTa compute
+        attention themselves, so MICE on them is eager only)."""
+        return _family_of(self.config).attention_interface
+
+    @property
+    def _supports_flex_attn(self) -> bool:
+        """Like `_supports_sdpa`: flex attention reaches every attention of the families that use the interface."""
+        return _family_of(self.config).attention_interface
 
 
 class MiceModel(MicePreTrainedModel):
@@ -730,43 +752,39 @@ class MiceModel(MicePreTrainedModel):
         layers = list(zip(self.interaction, self.cross_attention, strict=True))
         # Up to the first cross-attention a query's states do not depend on the document: the first self-attention
         # runs once per query, and only then is each query repeated for its documents.
-        query_allowed = self._query_self_mask(query_attention_mask.bool())
-        hidden = family.self_attention(layers[0][0], query_states, family.prepare(self, query_states, query_allowed))
+        query_valid = query_attention_mask.bool()
+        hidden = family.self_attention(layers[0][0], query_states, family.prepare(self, query_states, query_valid))
         if per_query > 1:
             hidden = hidden.repeat_interleave(per_query, dim=0)
             query_attention_mask = query_attention_mask.repeat_interleave(per_query, dim=0)
-            query_allowed = query_allowed.repeat_interleave(per_query, dim=0)
-        context = family.prepare(self, hidden, query_allowed) if len(layers) > 1 else None
+            query_valid = query_valid.repeat_interleave(per_query, dim=0)
+        context = family.prepare(self, hidden, query_valid) if len(layers) > 1 else None
 
         # Cached states may live on another device or in a storage dtype; `to` is a no-op when they already match.
         documents = document_states.hidden_states.to(device=hidden.device, dtype=hidden.dtype)
         document_valid = document_states.attention_mask.to(hidden.device).bool()
         document_tokens = _Tokens(document_valid)
         documents = document_tokens.pack(documents)
-        can_cross = query_attention_mask.bool().clone()
+        # Which query tokens read the document: not the padding, nor the [CLS] under `mask_cls_to_doc`.
+        can_cross = query_valid.clone()
         if self.config.mask_cls_to_doc:
             can_cross[:, 0] = False
-        cross_allowed = can_cross[:, None, :, None] & document_valid[:, None, None, :]
 
-        query_tokens = _Tokens(query_attention_mask.bool())
+        query_tokens = _Tokens(query_valid)
         cross_attentions = []
         last = len(layers) - 1
         for index, (layer, cross) in enumerate(layers):
             if index > 0:
                 hidden = family.self_attention(layer, hidden, context)
             if only_cls and index == last:
-                hidden, cross_allowed, query_attention_mask = (
-                    hidden[:, :1],
-                    cross_allowed[:, :, :1],
-                    query_attention_mask[:, :1],
-                )
+                hidden, can_cross, query_attention_mask = hidden[:, :1], can_cross[:, :1], query_attention_mask[:, :1]
                 query_tokens = _Tokens(query_attention_mask.bool())
             if only_cls and index == last and self.config.mask_cls_to_doc:
                 # The [CLS] may not cross-attend: its context is exactly zero, so the documents are not projected.
                 hidden = family.cross_output(layer, cross, torch.zeros_like(hidden), hidden)
             else:
                 hidden, weights = self._cross_attention(
-                    layer, cross, hidden, query_tokens, documents, document_tokens, cross_allowed, output_attentions
+                    layer, cross, hidden, query_tokens, documents, document_tokens, can_cross, output_attentions
                 )
                 if output_attentions:
                     cross_attentions.append(weights)
@@ -777,35 +795,37 @@ class MiceModel(MicePreTrainedModel):
             cross_attentions=tuple(cross_attentions) if output_attentions else None,
         )
 
-    def _query_self_mask(self, query_valid: torch.Tensor) -> torch.Tensor:
-        """`(Q, 1, Lq, Lq)`: which query tokens each query token may attend to in the interaction layers."""
-        allowed = query_valid[:, None, None, :].expand(-1, 1, query_valid.shape[1], -1)
-        if self.config.mask_query_to_cls:
-            # The query [CLS] stays a key only for itself: other query tokens may not use it as a sink.
-            not_cls = torch.ones_like(allowed)
-            not_cls[:, :, 1:, 0] = False
-            allowed = allowed & not_cls
-        return allowed
+    def _cross_attention(self, layer, cross, hidden, query_tokens, documents, document_tokens, can_cross, need_weights):
+        """One cross-attention block of the query over the frozen documents, through transformers' attention interface
+        (the configured backend; eager where the weights are asked for, as no fused kernel returns them).
 
-    def _cross_attention(self, layer, cross, hidden, query_tokens, documents, document_tokens, allowed, need_weights):
-        """One light cross-attention block; `documents` are the packed valid document tokens `(T, H)`."""
+        `documents` are the packed valid document tokens `(T, H)`. The mask is the documents' padding alone, which
+        every backend takes; a query token that may not cross-attend (`can_cross` false: the [CLS] under
+        `mask_cls_to_doc`, padding) still gets a finite attention row, and its context is then set to exactly zero.
+        """
         family = self.family
-        heads = self.config.encoder_config.num_attention_heads
+        config = self.config.encoder_config
+        heads = config.num_attention_heads
         packed = query_tokens.pack(hidden)
         query = query_tokens.unpack(family.cross_query(layer, cross, packed))
         key, value = (document_tokens.unpack(states) for states in family.cross_key_value(layer, cross, documents))
         scaling, dropout, owner = family.cross_settings(layer, cross)
-        context, weights = _cross_attend(
+        implementation = "eager" if need_weights else config._attn_implementation
+        mask = _attention_mask(implementation, document_tokens.valid, query.shape[1], query.dtype)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        context, weights = attention(
             owner,
-            self.config._attn_implementation,
             _split_heads(query, heads),
             _split_heads(key, heads),
             _split_heads(value, heads),
-            allowed,
-            scaling,
-            dropout,
-            need_weights,
+            mask,
+            dropout=dropout if owner.training else 0.0,
+            scaling=scaling,
+            is_causal=False,
         )
+        context = context.reshape(*query.shape[:2], -1) * can_cross[..., None]
+        if weights is not None:
+            weights = weights * can_cross[:, None, :, None]
         output = family.cross_output(layer, cross, query_tokens.pack(context), packed)
         return query_tokens.unpack(output, hidden), weights
 
@@ -993,7 +1013,7 @@ class MiceForSequenceClassification(MicePreTrainedModel):
             **config_kwargs,
         )
         if attn_implementation is not None:
-            if attn_implementation != "eager" and not _family_of(config).supports_sdpa:
+            if attn_implementation != "eager" and not _family_of(config).attention_interface:
                 raise ValueError(
                     f"the {config.encoder_family} encoder computes attention itself, so MICE on it supports only "
                     f"attn_implementation='eager' (got {attn_implementation!r})"
