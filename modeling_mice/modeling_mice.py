@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -58,6 +58,7 @@ from transformers.models.roberta.modeling_roberta import RobertaAttention, Rober
 from transformers.utils import logging
 
 from .configuration_mice import MiceConfig
+from .passages import tokenize_passages
 
 logger = logging.get_logger(__name__)
 
@@ -66,8 +67,58 @@ logger = logging.get_logger(__name__)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class _DocumentTensors:
+    """Per-token tensors of right-padded documents: `values (N, Ld, D)` (the first field) and `attention_mask (N, Ld)`.
+
+    Index them (`x[3]`, `x[[0, 5]]`, `x[2:10]`), join several with `concatenate`, move them with `.to(device)`.
+    """
+
+    attention_mask: torch.Tensor
+
+    @property
+    def values(self) -> torch.Tensor:
+        return getattr(self, fields(self)[0].name)
+
+    def __post_init__(self):
+        name = fields(self)[0].name
+        if self.values.dim() != 3 or self.attention_mask.dim() != 2:
+            raise ValueError(
+                f"{type(self).__name__} needs {name} of shape (N, Ld, D) and attention_mask of shape (N, Ld); got "
+                f"{tuple(self.values.shape)} and {tuple(self.attention_mask.shape)}."
+            )
+        if self.values.shape[:2] != self.attention_mask.shape:
+            raise ValueError(
+                f"{name} {tuple(self.values.shape)} and attention_mask {tuple(self.attention_mask.shape)} disagree on "
+                "(N, Ld)."
+            )
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return type(self)(self.values[index], self.attention_mask[index])
+
+    def to(self, *args, **kwargs):
+        """Move (or cast) the values like `torch.Tensor.to`; the mask keeps its integer dtype."""
+        mask_args = [a for a in args if not isinstance(a, torch.dtype)]
+        mask_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+        return type(self)(self.values.to(*args, **kwargs), self.attention_mask.to(*mask_args, **mask_kwargs))
+
+    @classmethod
+    def concatenate(cls, parts: list):
+        """Join documents encoded in different batches (right-padded to the longest)."""
+        if not parts:
+            raise ValueError(f"{cls.__name__}.concatenate needs at least one {cls.__name__}.")
+        length = max(part.values.shape[1] for part in parts)
+        values = [F.pad(part.values, (0, 0, 0, length - part.values.shape[1])) for part in parts]
+        masks = [F.pad(part.attention_mask, (0, length - part.attention_mask.shape[1])) for part in parts]
+        return cls(torch.cat(values), torch.cat(masks))
+
+
 @dataclass
-class MiceDocumentStates:
+class MiceDocumentStates(_DocumentTensors):
     """Documents encoded by the independent layers, ready to be scored against any query.
 
     Attributes:
@@ -82,43 +133,32 @@ class MiceDocumentStates:
     hidden_states: torch.Tensor
     attention_mask: torch.Tensor
 
-    def __post_init__(self):
-        if self.hidden_states.dim() != 3 or self.attention_mask.dim() != 2:
+
+@dataclass
+class MiceDocumentKeyValues(_DocumentTensors):
+    """Documents as the keys and values that every interaction layer's cross-attention reads: scoring them is
+    query-side work only (no projection of the documents), at `2 * interaction_layers` times the storage of the
+    states. Made by `document_key_values(states)` (or `encode_documents(..., key_values=True)`); same container
+    behaviour as `MiceDocumentStates`, and scored the same way, exactly.
+
+    Attributes:
+        key_values: `(N, Ld, interaction_layers * 2 * H)`: per token, layer after layer, the key then the value
+            projection (zeros at padding).
+        attention_mask: `(N, Ld)` 1 for document tokens, 0 for padding.
+    """
+
+    key_values: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def per_layer(self, hidden_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The `(N, Ld, H)` keys and values of each interaction layer, in order (views, no copy)."""
+        if self.key_values.shape[-1] % (2 * hidden_size):
             raise ValueError(
-                "MiceDocumentStates needs hidden_states of shape (N, Ld, H) and attention_mask of shape (N, Ld); got "
-                f"{tuple(self.hidden_states.shape)} and {tuple(self.attention_mask.shape)}."
+                f"key_values of width {self.key_values.shape[-1]} are not keys and values of hidden size {hidden_size}: "
+                "they were made by a different model"
             )
-        if self.hidden_states.shape[:2] != self.attention_mask.shape:
-            raise ValueError(
-                f"hidden_states {tuple(self.hidden_states.shape)} and attention_mask "
-                f"{tuple(self.attention_mask.shape)} disagree on (N, Ld)."
-            )
-
-    def __len__(self) -> int:
-        return self.hidden_states.shape[0]
-
-    def __getitem__(self, index) -> MiceDocumentStates:
-        if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
-        return MiceDocumentStates(self.hidden_states[index], self.attention_mask[index])
-
-    def to(self, *args, **kwargs) -> MiceDocumentStates:
-        """Move (or cast) the states like `torch.Tensor.to`; the mask keeps its integer dtype."""
-        mask_args = [a for a in args if not isinstance(a, torch.dtype)]
-        mask_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
-        return MiceDocumentStates(
-            self.hidden_states.to(*args, **kwargs), self.attention_mask.to(*mask_args, **mask_kwargs)
-        )
-
-    @classmethod
-    def concatenate(cls, states: list[MiceDocumentStates]) -> MiceDocumentStates:
-        """Join cached documents encoded in different batches (right-padded to the longest)."""
-        if not states:
-            raise ValueError("MiceDocumentStates.concatenate needs at least one MiceDocumentStates.")
-        length = max(s.hidden_states.shape[1] for s in states)
-        hidden = [F.pad(s.hidden_states, (0, 0, 0, length - s.hidden_states.shape[1])) for s in states]
-        masks = [F.pad(s.attention_mask, (0, length - s.attention_mask.shape[1])) for s in states]
-        return cls(torch.cat(hidden), torch.cat(masks))
+        chunks = self.key_values.split(hidden_size, dim=-1)
+        return list(zip(chunks[0::2], chunks[1::2], strict=True))
 
 
 @dataclass
@@ -202,6 +242,11 @@ def _query_mask(
     )
 
 
+def _repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
+    """Each row `times` times in a row (`repeat_interleave` on dim 0, as a broadcast that tracing keeps symbolic)."""
+    return tensor.unsqueeze(1).expand(-1, times, *tensor.shape[1:]).flatten(0, 1)
+
+
 def _split_heads(states: torch.Tensor, heads: int) -> torch.Tensor:
     return states.view(*states.shape[:2], heads, -1).transpose(1, 2)
 
@@ -229,6 +274,21 @@ class _Tokens:
         else:
             flat = padding.reshape(-1, padding.shape[-1])
         return flat.index_copy(0, self.index, packed).view(*self.shape, -1)
+
+
+class _AllTokens(_Tokens):
+    """`_Tokens` that keeps the padding: per-token modules run on every position. The traceable form (no
+    data-dependent shapes) that `torch.export` and ONNX need; same scores, as padding never reaches a valid token."""
+
+    def __init__(self, valid: torch.Tensor):
+        self.valid = valid
+        self.shape = valid.shape
+
+    def pack(self, states: torch.Tensor) -> torch.Tensor:
+        return states
+
+    def unpack(self, packed: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        return packed
 
 
 def _seed_from(target: nn.Module, source: nn.Module) -> None:
@@ -714,16 +774,21 @@ class MiceModel(MicePreTrainedModel):
         return MiceDocumentStates(states, document_attention_mask)
 
     # -- interaction layers ----------------------------------------------------------------------------------------
-    def _check_document_states(self, states: MiceDocumentStates, queries: int) -> int:
-        if not isinstance(states, MiceDocumentStates):
-            raise TypeError(f"document_states must be a MiceDocumentStates (from encode_documents), got {type(states)}")
-        hidden = self.config.encoder_config.hidden_size
-        if states.hidden_states.shape[-1] != hidden:
-            raise ValueError(
-                f"document_states have hidden size {states.hidden_states.shape[-1]} but this model's is {hidden}: they "
-                "were encoded by a different model"
+    def _check_document_states(self, states, queries: int) -> int:
+        if not isinstance(states, (MiceDocumentStates, MiceDocumentKeyValues)):
+            raise TypeError(
+                "document_states must be a MiceDocumentStates (from encode_documents) or MiceDocumentKeyValues (from "
+                f"document_key_values), got {type(states)}"
             )
-        documents = len(states)
+        hidden = self.config.encoder_config.hidden_size
+        width = hidden * (2 * self.config.interaction_layers if isinstance(states, MiceDocumentKeyValues) else 1)
+        if states.values.shape[-1] != width:
+            what = "keys and values" if isinstance(states, MiceDocumentKeyValues) else "document_states"
+            raise ValueError(
+                f"{what} have width {states.values.shape[-1]} but this model's are {width} wide (hidden size {hidden}): "
+                "they were encoded by a different model"
+            )
+        documents = states.values.shape[0]  # not len(): it would make a traced size a constant
         if documents == 0:
             raise ValueError("no documents were given (document_states is empty)")
         if documents % queries:
@@ -733,44 +798,67 @@ class MiceModel(MicePreTrainedModel):
             )
         return documents // queries
 
+    def document_key_values(self, document_states: MiceDocumentStates) -> MiceDocumentKeyValues:
+        """The keys and values that each interaction layer's cross-attention computes from these document states
+        (zeros at padding). Scoring them (`interact`, `score`) gives exactly the scores of the states."""
+        self._check_document_states(document_states, 1)
+        valid = document_states.attention_mask.bool()
+        tokens = _Tokens(valid)
+        packed = tokens.pack(document_states.hidden_states)
+        layers = zip(self.interaction, self.cross_attention, strict=True)
+        projected = [part for layer, cross in layers for part in self.family.cross_key_value(layer, cross, packed)]
+        return MiceDocumentKeyValues(tokens.unpack(torch.cat(projected, dim=-1)), document_states.attention_mask)
+
     def interact(
         self,
         query_states: torch.Tensor,
         query_attention_mask: torch.Tensor,
-        document_states: MiceDocumentStates,
+        document_states: MiceDocumentStates | MiceDocumentKeyValues,
         output_attentions: bool = False,
         only_cls: bool = False,
+        skip_padding: bool = True,
     ) -> MiceModelOutput:
-        """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q).
+        """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q), given as
+        states or as their cross-attention keys and values.
 
         With `only_cls`, the last layer computes the query [CLS] row only (after a full self-attention, whose keys
         need every row): that is all a [CLS]-pooled head reads, and under `mask_cls_to_doc` it skips the last
-        cross-attention's projections of the documents. `last_hidden_state` is then `(N, 1, H)`.
+        cross-attention's projections of the documents. `last_hidden_state` is then `(N, 1, H)`. `skip_padding=False`
+        runs the per-token modules on padding too: the traceable form for `torch.export` / ONNX (same scores).
         """
         per_query = self._check_document_states(document_states, query_states.shape[0])
         family = self.family
+        tokens = _Tokens if skip_padding else _AllTokens
         layers = list(zip(self.interaction, self.cross_attention, strict=True))
         # Up to the first cross-attention a query's states do not depend on the document: the first self-attention
         # runs once per query, and only then is each query repeated for its documents.
         query_valid = query_attention_mask.bool()
         hidden = family.self_attention(layers[0][0], query_states, family.prepare(self, query_states, query_valid))
-        if per_query > 1:
-            hidden = hidden.repeat_interleave(per_query, dim=0)
-            query_attention_mask = query_attention_mask.repeat_interleave(per_query, dim=0)
-            query_valid = query_valid.repeat_interleave(per_query, dim=0)
+        hidden, query_attention_mask, query_valid = (
+            _repeat_rows(tensor, per_query) for tensor in (hidden, query_attention_mask, query_valid)
+        )
         context = family.prepare(self, hidden, query_valid) if len(layers) > 1 else None
 
-        # Cached states may live on another device or in a storage dtype; `to` is a no-op when they already match.
-        documents = document_states.hidden_states.to(device=hidden.device, dtype=hidden.dtype)
-        document_valid = document_states.attention_mask.to(hidden.device).bool()
-        document_tokens = _Tokens(document_valid)
-        documents = document_tokens.pack(documents)
+        # Cached documents may live on another device or in a storage dtype; `to` is a no-op when they already match.
+        document_states = document_states.to(device=hidden.device, dtype=hidden.dtype)
+        document_tokens = tokens(document_states.attention_mask.bool())
+        if isinstance(document_states, MiceDocumentKeyValues):
+            cached = document_states.per_layer(self.config.encoder_config.hidden_size)
+
+            def keys_values(index, layer, cross):
+                return cached[index]
+        else:
+            documents = document_tokens.pack(document_states.hidden_states)
+
+            def keys_values(index, layer, cross):
+                return [document_tokens.unpack(part) for part in family.cross_key_value(layer, cross, documents)]
+
         # Which query tokens read the document: not the padding, nor the [CLS] under `mask_cls_to_doc`.
         can_cross = query_valid.clone()
         if self.config.mask_cls_to_doc:
             can_cross[:, 0] = False
 
-        query_tokens = _Tokens(query_valid)
+        query_tokens = tokens(query_valid)
         cross_attentions = []
         last = len(layers) - 1
         for index, (layer, cross) in enumerate(layers):
@@ -778,13 +866,14 @@ class MiceModel(MicePreTrainedModel):
                 hidden = family.self_attention(layer, hidden, context)
             if only_cls and index == last:
                 hidden, can_cross, query_attention_mask = hidden[:, :1], can_cross[:, :1], query_attention_mask[:, :1]
-                query_tokens = _Tokens(query_attention_mask.bool())
+                query_tokens = tokens(query_attention_mask.bool())
             if only_cls and index == last and self.config.mask_cls_to_doc:
                 # The [CLS] may not cross-attend: its context is exactly zero, so the documents are not projected.
                 hidden = family.cross_output(layer, cross, torch.zeros_like(hidden), hidden)
             else:
+                key, value = keys_values(index, layer, cross)
                 hidden, weights = self._cross_attention(
-                    layer, cross, hidden, query_tokens, documents, document_tokens, can_cross, output_attentions
+                    layer, cross, hidden, query_tokens, key, value, document_tokens.valid, can_cross, output_attentions
                 )
                 if output_attentions:
                     cross_attentions.append(weights)
@@ -795,11 +884,11 @@ class MiceModel(MicePreTrainedModel):
             cross_attentions=tuple(cross_attentions) if output_attentions else None,
         )
 
-    def _cross_attention(self, layer, cross, hidden, query_tokens, documents, document_tokens, can_cross, need_weights):
+    def _cross_attention(self, layer, cross, hidden, query_tokens, key, value, document_valid, can_cross, need_weights):
         """One cross-attention block of the query over the frozen documents, through transformers' attention interface
         (the configured backend; eager where the weights are asked for, as no fused kernel returns them).
 
-        `documents` are the packed valid document tokens `(T, H)`. The mask is the documents' padding alone, which
+        `key` and `value` are the documents' `(N, Ld, H)` projections. The mask is the documents' padding alone, which
         every backend takes; a query token that may not cross-attend (`can_cross` false: the [CLS] under
         `mask_cls_to_doc`, padding) still gets a finite attention row, and its context is then set to exactly zero.
         """
@@ -808,10 +897,9 @@ class MiceModel(MicePreTrainedModel):
         heads = config.num_attention_heads
         packed = query_tokens.pack(hidden)
         query = query_tokens.unpack(family.cross_query(layer, cross, packed))
-        key, value = (document_tokens.unpack(states) for states in family.cross_key_value(layer, cross, documents))
         scaling, dropout, owner = family.cross_settings(layer, cross)
         implementation = "eager" if need_weights else config._attn_implementation
-        mask = _attention_mask(implementation, document_tokens.valid, query.shape[1], query.dtype)
+        mask = _attention_mask(implementation, document_valid, query.shape[1], query.dtype)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         context, weights = attention(
             owner,
@@ -1107,11 +1195,40 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         return self._tokenize(tokenizer, texts, "document", self.config.max_document_length)
 
     # -- scoring ---------------------------------------------------------------------------------------------------
+    def tokenize_passages(
+        self, tokenizer, texts: list[str] | str, stride: int | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Tokenize documents as overlapping `[CLS] passage [SEP]` windows of `max_document_length` tokens, starting
+        `stride` tokens apart (default: half a window); a document that fits is one passage.
+
+        Returns the inputs of `encode_documents` and `passage_to_document (P,)`; score the passages like documents
+        and combine them with `modeling_mice.aggregate_passage_scores` (MaxP, FirstP, sum of the top).
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+        if bad:
+            raise TypeError(f"documents must be strings; items {bad[:10]} are not")
+        encoded, passage_to_document = tokenize_passages(tokenizer, texts, self.config.max_document_length, stride)
+        inputs = {
+            "document_input_ids": encoded["input_ids"].to(self.device),
+            "document_attention_mask": encoded["attention_mask"].to(self.device),
+        }
+        return inputs, passage_to_document
+
     def encode_documents(
-        self, document_input_ids: torch.Tensor, document_attention_mask: torch.Tensor
-    ) -> MiceDocumentStates:
-        """Encode documents once (see `MiceModel.encode_documents`); score them later with `score`."""
-        return self.mice.encode_documents(document_input_ids, document_attention_mask)
+        self, document_input_ids: torch.Tensor, document_attention_mask: torch.Tensor, key_values: bool = False
+    ) -> MiceDocumentStates | MiceDocumentKeyValues:
+        """Encode documents once (see `MiceModel.encode_documents`); score them later with `score`.
+
+        With `key_values`, return what every interaction layer's cross-attention reads of them instead
+        (`MiceDocumentKeyValues`): scoring is then query-side work only, at `2 * interaction_layers` times the storage.
+        """
+        states = self.mice.encode_documents(document_input_ids, document_attention_mask)
+        return self.mice.document_key_values(states) if key_values else states
+
+    def document_key_values(self, document_states: MiceDocumentStates) -> MiceDocumentKeyValues:
+        """Document states -> the keys and values of every interaction layer (see `MiceModel.document_key_values`)."""
+        return self.mice.document_key_values(document_states)
 
     def _only_cls(self, output_attentions) -> bool:
         """A [CLS]-pooled head reads one row of the last layer: compute only that one (unless attentions are wanted)."""
@@ -1132,11 +1249,12 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         self,
         query_input_ids: torch.Tensor,
         query_attention_mask: torch.Tensor,
-        document_states: MiceDocumentStates,
+        document_states: MiceDocumentStates | MiceDocumentKeyValues,
         output_attentions: bool = False,
     ) -> MiceSequenceClassifierOutput:
         """Score Q queries against N pre-encoded documents (N a multiple of Q): query i against documents
-        `i*N/Q .. (i+1)*N/Q - 1`. Runs each query's lower layers once; `logits` are `(N, num_labels)` raw scores."""
+        `i*N/Q .. (i+1)*N/Q - 1`. Runs each query's lower layers once; `logits` are `(N, num_labels)` raw scores.
+        `document_states` are states (`encode_documents`) or their keys and values (`document_key_values`)."""
         query_states = self.mice.encode_queries(query_input_ids, query_attention_mask)
         output = self.mice.interact(
             query_states, query_attention_mask, document_states, output_attentions, self._only_cls(output_attentions)
@@ -1184,7 +1302,69 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         return result
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Export-friendly forwards (torch.export / ONNX)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class MiceDocumentEncoder(nn.Module):
+    """`(input_ids, attention_mask)` of `[CLS] d [SEP]` documents -> their states `(N, Ld, H)`, or with `key_values`
+    their interaction keys and values `(N, Ld, 2 * interaction_layers * H)`.
+
+    The traceable form of `encode_documents` (no input checks, no data-dependent shapes), for `torch.onnx.export`.
+    """
+
+    def __init__(self, model: MiceForSequenceClassification, key_values: bool = False):
+        super().__init__()
+        self.model = model
+        self.key_values = key_values
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mice = self.model.mice
+        states = mice._encode(input_ids, attention_mask, token_type=1)
+        if not self.key_values:
+            return states
+        layers = zip(mice.interaction, mice.cross_attention, strict=True)
+        parts = [part for layer, cross in layers for part in mice.family.cross_key_value(layer, cross, states)]
+        return torch.cat(parts, dim=-1) * attention_mask[..., None].to(states.dtype)
+
+
+class MiceQueryScorer(nn.Module):
+    """`(query_input_ids (1, Lq), query_attention_mask, documents, document_attention_mask)` -> scores `(N,)` (the
+    first logit) of the query against N documents given as states `(N, Ld, H)` or, with `key_values`, as keys and
+    values `(N, Ld, 2 * interaction_layers * H)`.
+
+    The traceable form of `score` (no input checks, padding computed through), for `torch.onnx.export`.
+    """
+
+    def __init__(self, model: MiceForSequenceClassification, key_values: bool = False):
+        super().__init__()
+        self.model = model
+        self.documents = MiceDocumentKeyValues if key_values else MiceDocumentStates
+
+    def forward(
+        self,
+        query_input_ids: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+        documents: torch.Tensor,
+        document_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        model = self.model
+        query_states = model.mice._encode(query_input_ids, query_attention_mask, token_type=0)
+        output = model.mice.interact(
+            query_states,
+            query_attention_mask,
+            self.documents(documents, document_attention_mask),
+            only_cls=model._only_cls(False),
+            skip_padding=False,
+        )
+        return model._logits(output).logits[:, 0]
+
+
 __all__ = [
+    "MiceDocumentEncoder",
+    "MiceDocumentKeyValues",
+    "MiceQueryScorer",
     "MiceDocumentStates",
     "MiceForSequenceClassification",
     "MiceModel",
