@@ -19,7 +19,15 @@ def main(argv: list[str] | None = None) -> int:
             description=quickstart.__doc__,
         )
     )
+    from serving import cli as serving_cli
+
+    serving_cli.add_serve_arguments(
+        commands.add_parser("serve", help="HTTP /rerank server (TEI and Cohere/Jina shapes)")
+    )
+    serving_cli.add_export_arguments(commands.add_parser("export-onnx", help="ONNX graphs (fp32, int8) of a model"))
     args = parser.parse_args(argv)
+    if args.command in ("serve", "export-onnx"):
+        return serving_cli.run_serve(args) if args.command == "serve" else serving_cli.run_export(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "quickstart":
         report = quickstart.run_quickstart(
