@@ -55,6 +55,8 @@ def model_kind(folder: str | Path) -> str:
 def _export(module: torch.nn.Module, args: tuple, names: list[str], axes: dict, path: Path, dynamo: bool) -> None:
     """`axes` names the dynamic axes of every input and of the one output (the key that is not an input)."""
     output = [name for name in axes if name not in names]
+    module.eval()  # the exporter gives the module its mode back afterwards: a wrapper in training mode would leave the
+    # wrapped model there too, dropout and all
     with torch.no_grad():
         if dynamo:
             shapes = {name: {axis: torch.export.Dim.DYNAMIC for axis in axes[name]} for name in names}
@@ -91,16 +93,25 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _write_graphs(graphs: dict, folder: Path, int8: bool, dynamo: bool) -> dict[str, dict[str, str]]:
-    """Export each `{name: (module, args, input names, axes)}` to `folder` (and its int8 copy)."""
+def _write_graphs(model, graphs: dict, folder: Path, int8: bool, dynamo: bool) -> dict[str, dict[str, str]]:
+    """Export each `{name: (module, args, input names, axes)}` to `folder` (and its int8 copy).
+
+    `model` is traced with eager attention (plain MatMul/Softmax, which ONNX Runtime fuses and quantises; the sdpa
+    path holds mask shortcuts decided at trace time) and given its own implementation back afterwards.
+    """
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")
     files = {}
-    for name, (module, args, names, axes) in graphs.items():
-        fp32 = folder / graph_file(name, "fp32")
-        _export(module, args, names, axes, fp32, dynamo)
-        files[name] = {"fp32": fp32.name}
-        if int8:
-            quantize_int8(fp32, folder / graph_file(name, "int8"))
-            files[name]["int8"] = graph_file(name, "int8")
+    try:
+        for name, (module, args, names, axes) in graphs.items():
+            fp32 = folder / graph_file(name, "fp32")
+            _export(module, args, names, axes, fp32, dynamo)
+            files[name] = {"fp32": fp32.name}
+            if int8:
+                quantize_int8(fp32, folder / graph_file(name, "int8"))
+                files[name]["int8"] = graph_file(name, "int8")
+    finally:
+        model.set_attn_implementation(implementation)
     return files
 
 
@@ -171,7 +182,7 @@ def export_mice(
     manifest = {
         "format": FORMAT,
         "kind": "mice",
-        "graphs": _write_graphs(graphs, folder, int8, dynamo),
+        "graphs": _write_graphs(model, graphs, folder, int8, dynamo),
         "hidden_size": config.encoder_config.hidden_size,
         "interaction_layers": config.interaction_layers,
         "max_query_length": config.max_query_length,
@@ -209,7 +220,7 @@ def export_cross_encoder(model, tokenizer, folder: str | Path, int8: bool = True
     manifest = {
         "format": FORMAT,
         "kind": "cross-encoder",
-        "graphs": _write_graphs(graphs, folder, int8, dynamo),
+        "graphs": _write_graphs(model, graphs, folder, int8, dynamo),
         "inputs": names,
         "max_length": min(tokenizer.model_max_length, model.config.max_position_embeddings),
         "exporter": "dynamo" if dynamo else "torchscript",
