@@ -242,6 +242,7 @@ def evaluate_systems(
     runs_folder: str | Path | None = None,
     mteb_folder: str | Path | None = None,
     show_progress: bool = True,
+    long_documents=None,
 ) -> dict:
     """Evaluate the first stage and every model on every folder; returns the ``evaluation.json`` content.
 
@@ -259,6 +260,8 @@ def evaluate_systems(
             re-ranking task per folder; results in MTEB's ResultCache layout there, scores under ``"mteb"``).
         runs_folder: if given, every run is also written there as ``<dataset>/<system>.trec``, with a JSON record of
             the run and its timings; a later call with the same settings reuses those records (resume).
+        long_documents: a `modeling_mice.LongDocuments`: documents longer than a model's window are scored by
+            overlapping passages (MaxP, FirstP, sum of the top) instead of truncated.
 
     Raises:
         BeirFormatError: a folder, qrels or run file is malformed. ModelPathError: a model cannot be found.
@@ -275,7 +278,7 @@ def evaluate_systems(
     first_stage_name = BM25 if run_files is None else "first-stage"
     names_of_systems = system_names(specs)
     rerankers = {
-        name: load_reranker(spec, batch_size, device, cache_folder, show_progress)
+        name: load_reranker(spec, batch_size, device, cache_folder, show_progress, long_documents)
         for name, spec in zip(names_of_systems, specs, strict=True)
     }
     fingerprints = {name: model_fingerprint(reranker.model) for name, reranker in rerankers.items()}

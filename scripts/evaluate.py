@@ -22,6 +22,7 @@ from evaluation.document_cache import DocumentCacheError
 from evaluation.harness import evaluate_systems, write_json
 from evaluation.report import markdown_report, write_markdown
 from evaluation.rerankers import ModelPathError
+from modeling_mice import LongDocuments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", default="evaluation.json", help="where to write the JSON report (evaluation.json)")
     parser.add_argument("--markdown", help="where to write the markdown table (default: printed only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--long-documents", help="maxp, firstp or sumtop:K: score long documents by passages")
+    parser.add_argument("--passage-stride", type=int, help="tokens between passage starts (default: half a passage)")
     return parser.parse_args(argv)
 
 
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        long_documents = None
+        if args.long_documents:
+            long_documents = LongDocuments.parse(args.long_documents, args.passage_stride)
         report = evaluate_systems(
             args.data,
             args.models,
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             runs_folder=args.save_runs,
             mteb_folder=args.mteb,
             show_progress=not args.no_progress,
+            long_documents=long_documents,
         )
     except (BeirFormatError, ModelPathError, DocumentCacheError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

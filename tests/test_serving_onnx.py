@@ -186,3 +186,25 @@ def test_document_cache_encodes_each_document_once_and_stays_bounded(tmp_path):
     predicted = reranker.predict(pairs)
     assert predicted[0] == pytest.approx(reranker.score(QUERY, [DOCUMENTS[1]])[0], abs=1e-6)
     assert predicted[2] == pytest.approx(first[0], abs=1e-6)
+
+
+def test_evaluation_rerankers_score_long_documents_like_the_serving_ones(tmp_path):
+    """`scripts/evaluate.py --long-documents maxp`: evaluation's MICE and cross-encoder re-rankers give the serving
+    re-rankers' passage scores (checked against manual splitting above)."""
+    from evaluation.rerankers import load_reranker as load_evaluation_reranker
+
+    folder = save_mice(tmp_path, "bert", max_document_length=16)
+    settings = LongDocuments("maxp", stride=5)
+    documents = [DOCUMENTS[0], LONG, DOCUMENTS[1]]
+    expected = load_reranker(folder, "torch", long_documents=settings).score(QUERY, documents)
+    mice = load_evaluation_reranker(f"mice:{folder}", show_progress=False, long_documents=settings)
+    mice.prepare(dict(enumerate(documents)))
+    assert np.abs(np.array(mice.score_query(QUERY, documents, [0, 1, 2])) - expected).max() <= 1e-5
+
+    backbone = build_tiny_backbone(tmp_path, "bert", cross_encoder=True)
+    cross_encoder = load_evaluation_reranker(f"ce:{backbone}", long_documents=settings)
+    cross_encoder.model.max_length = 24
+    serving = load_reranker(backbone, "torch", long_documents=settings)
+    serving.engine.max_length = 24
+    scores = cross_encoder.score_query(QUERY, documents, [0, 1, 2])
+    assert np.abs(np.array(scores) - serving.score(QUERY, documents)).max() <= 1e-5
