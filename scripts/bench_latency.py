@@ -1,22 +1,26 @@
-"""Re-ranking latency: a standard cross-encoder against MICE on the same backbone, in one run on one machine.
+"""Re-ranking latency: a cross-encoder against MICE on the same backbone, on every backend, in one run on one machine.
 
-One query is scored against ``--docs`` documents three ways, texts in and raw logits out (tokenization included):
+One query is scored against ``--docs`` documents, texts in and raw logits out (tokenization included), by four
+systems on each of ``--backends`` (``torch``; ``onnx``, ``onnx-int8``: ONNX Runtime fp32 and dynamic int8, graphs
+exported by ``serving.onnx_export``):
 
-- ``ce``: the cross-encoder (``AutoModelForSequenceClassification``, SDPA attention) on the joint pairs;
-- ``mice``: MICE-ℓk+m from the same weights, documents encoded on the fly (lower layers of the query run once);
-- ``mice_cached``: MICE scoring documents pre-encoded by ``encode_documents`` (only the query is tokenized).
+- ``cross-encoder``: the joint pairs;
+- ``mice``: MICE-ℓk+m from the same weights, documents encoded on the fly (the query's lower layers run once);
+- ``mice-cached``: documents pre-encoded to their states (by the same backend), only the query side timed;
+- ``mice-cached-kv``: documents pre-encoded to their interaction keys and values.
 
-For reference it also times sentence-transformers' ``CrossEncoder.predict`` on the same model and pairs (``st_ce``), a
-large float32 matrix product (``gemm_gflops``: what this machine sustains in the same conditions), and counts the
-FLOPs of the cross-encoder and of cached MICE analytically (matrix products only, as
-``torch.utils.flop_counter.FlopCounterMode`` counts them), to report the achieved GFLOP/s. All systems run in
-``torch.inference_mode`` with the same batch size; each repeat times every system once, interleaved, so that a
-background load affects them alike; the medians are reported. Texts are random whole-word vocabulary entries, so a
-document of ``--doc-length`` words is exactly that many tokens (plus the special tokens).
+Every repeat times every system once, interleaved, so that a background load affects them alike; medians are
+reported. Also measured: a large float32 matrix product in torch and in ONNX Runtime (``gemm_gflops``: what this
+machine sustains with each engine), and the FLOPs of each system, counted analytically (matrix products only, as
+``torch.utils.flop_counter.FlopCounterMode`` counts them) to report the achieved GFLOP/s. ``speedups`` gives each MICE
+system's best backend against the int8 ONNX cross-encoder (what CPU deployments run). Texts are random whole-word
+vocabulary entries, so a document of ``--doc-length`` words is exactly that many tokens (plus the special tokens).
 
-    python scripts/bench_latency.py --config minilm-l12 --fusion-layer 4 --interaction-layers 3
+    python scripts/bench_latency.py --config minilm-l12 --fusion-layer 4 --interaction-layers 3 \
+        --backends torch,onnx,onnx-int8 --threads 2 --batch-size 32
 
-prints one JSON line (``--json PATH`` also writes it to a file).
+prints one JSON line (``--json PATH`` also writes it to a file): ``runs`` holds
+``{"system", "backend", "median_ms", "gflop", "gflops", "max_abs_diff_vs_torch"}`` per system and backend.
 """
 
 from __future__ import annotations
