@@ -98,6 +98,7 @@ def mice_flops(
     intermediate: int,
     labels: int,
     cached: bool,
+    key_values: bool = False,
 ) -> int:
     """MICE (defaults: [CLS] pooling, ``mask_cls_to_doc``) scoring ``docs`` documents for one query.
 
@@ -107,13 +108,15 @@ def mice_flops(
     the feed-forward block on the query tokens, and the next layer's query self-attention. The last layer computes
     only what the [CLS]-pooled head reads: for the [CLS] row alone the cross-attention output projection (its context
     is zero: the [CLS] may not cross-attend) and the feed-forward block. Without a cache the documents' lower layers
-    run too. Lengths are without padding, which the model never computes on.
+    run too; with `key_values`, the
+    documents' key and value projections are cached as well. Lengths are without padding, which the model never
+    computes on.
     """
     self_attention = 4 * _linear(query_length, hidden, hidden) + _attention(query_length, query_length, hidden)
     once = fusion_layer * encoder_layer_flops(query_length, hidden, intermediate) + self_attention
     interaction = (
         2 * _linear(query_length, hidden, hidden)  # cross-attention query and output projections
-        + 2 * _linear(doc_length, hidden, hidden)  # cross-attention keys and values of the document
+        + (0 if key_values else 2 * _linear(doc_length, hidden, hidden))  # the document's keys and values
         + _attention(query_length, doc_length, hidden)
         + _feed_forward(query_length, hidden, intermediate)
         + self_attention  # the next layer's
@@ -318,9 +321,7 @@ def run(args: argparse.Namespace) -> dict:
         "mice": mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=False),
         "mice-cached": mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=True),
     }
-    # Keys and values cached: the documents' key/value projections of the interaction layers that read them are done.
-    reading_layers = args.interaction_layers - 1
-    flops["mice-cached-kv"] = flops["mice-cached"] - args.docs * reading_layers * 2 * 2 * doc_length * hidden * hidden
+    flops["mice-cached-kv"] = mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=True, key_values=True)
     seconds = {key: statistics.median(samples) for key, samples in times.items()}
     gemm = {backend: 2 * args.gemm_size**3 / seconds[("gemm", backend)] / 1e9 for _, backend in probes}
     reference = {system: outputs[(system, "torch")] for system, backend in systems if backend == "torch"}
