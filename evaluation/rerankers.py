@@ -138,7 +138,11 @@ class MiceReranker:
     def prepare(self, documents: dict[str, str]) -> float:
         """Encode (or load from the cache) the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
         start = time.perf_counter()
-        missing = {doc_id: text for doc_id, text in documents.items() if doc_id not in self.states and doc_id not in self.passages}
+        missing = {
+            doc_id: text
+            for doc_id, text in documents.items()
+            if doc_id not in self.states and doc_id not in self.passages
+        }
         if self.cache is not None and missing:
             self.states.update(self.cache.get(missing))
             missing = {doc_id: text for doc_id, text in missing.items() if doc_id not in self.states}
