@@ -4,6 +4,7 @@ documents equal manual passage splitting, the document cache never re-encodes a 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from tiny_models import FAMILIES, build_tiny_backbone
@@ -69,8 +70,13 @@ def test_onnx_minilm_mice_and_cross_encoder(minilm_path, tmp_path):
     for key_values in (False, True):
         fp32 = load_reranker(tmp_path / "mice", "onnx", key_values=key_values).score(QUERY, documents)
         assert np.abs(reference - fp32).max() <= 1e-4
+    # Untrained, this MICE scores every document alike (its new head reads a [CLS] that sees the documents only
+    # through two layers of query tokens), so int8 is checked in absolute terms here; its effect on a trained model's
+    # ranking is measured in docs/results.md.
     int8 = load_reranker(tmp_path / "mice", "onnx-int8").score(QUERY, documents)
-    assert np.corrcoef(reference, int8)[0, 1] > 0.95
+    assert np.abs(reference - int8).max() <= 5e-3
+    quantized = {node.op_type for node in onnx.load(tmp_path / "mice" / "onnx" / "query_scorer.int8.onnx").graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= quantized
 
     cross_encoder = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
