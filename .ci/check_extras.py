@@ -35,6 +35,7 @@ COVERAGE = {
     "space": ["spaces/mice-rerank-demo/app.py"],
     "entity-lens": ["entity_lens"],
     "embed": ["embeddings"],
+    "serve": ["serving"],
 }
 NOT_CHECKED = {"test", "all"}  # the test tools, and everything together (what CI's test run installs)
 

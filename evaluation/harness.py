@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from modeling_mice import LongDocuments
 from ranking_data.beir import BeirData, Run, load_beir, subsample_queries, top_documents, write_trec_run
 
 from .document_cache import model_fingerprint
@@ -229,6 +230,16 @@ class EvaluationConfig:
         default=None,
         metadata={"help": "Also run every model through mteb.evaluate on the same candidates.", "aliases": ["--mteb"]},
     )
+    long_documents: str | None = field(
+        default=None,
+        metadata={
+            "help": "maxp, firstp or sumtop:K: score documents longer than a model's window by overlapping passages "
+            "(modeling_mice.LongDocuments) instead of truncating them."
+        },
+    )
+    passage_stride: int | None = field(
+        default=None, metadata={"help": "Tokens between passage starts with long_documents (default: half a passage)."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
@@ -236,6 +247,13 @@ class EvaluationConfig:
             raise ValueError(
                 f"give one run file per data folder: {len(self.run_files)} run file(s), {len(self.data)} folder(s)"
             )
+        self.long_document_scoring()  # a bad spec fails before anything loads
+
+    def long_document_scoring(self) -> LongDocuments | None:
+        """How long documents are scored (``long_documents`` and ``passage_stride``); None: truncated."""
+        if self.long_documents is None:
+            return None
+        return LongDocuments.parse(self.long_documents, self.passage_stride)
 
     def build_first_stage(self, names: list[str]) -> FirstStage:
         """The first stage of ``first_stage`` (or the run files, one per collection of ``names``).
@@ -277,7 +295,14 @@ def load_systems(config: EvaluationConfig, first_stage: str = BM25) -> dict:
     ``first_stage`` names the first stage among the systems a baseline may be."""
     specs = [spec for spec in config.models if spec != BM25]
     rerankers = {
-        name: load_reranker(spec, config.batch_size, config.device, config.cache_folder, config.progress)
+        name: load_reranker(
+            spec,
+            config.batch_size,
+            config.device,
+            config.cache_folder,
+            config.progress,
+            config.long_document_scoring(),
+        )
         for name, spec in zip(system_names(specs), specs, strict=True)
     }
     systems = [first_stage, *rerankers]

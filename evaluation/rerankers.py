@@ -31,11 +31,14 @@ class CrossEncoderReranker:
 
     kind = "cross-encoder"
 
-    def __init__(self, model_name_or_path: str, batch_size: int = 32, device: str | None = None, **kwargs):
+    def __init__(
+        self, model_name_or_path: str, batch_size: int = 32, device: str | None = None, long_documents=None, **kwargs
+    ):
         from sentence_transformers import CrossEncoder
 
         self.model_name_or_path = model_name_or_path
         self.batch_size = batch_size
+        self.long_documents = long_documents
         # Identity: rank by raw logits, as the losses train them; a Sigmoid would only turn large logits into ties.
         try:
             self.model = CrossEncoder(
@@ -56,7 +59,9 @@ class CrossEncoderReranker:
         """Nothing is held between queries."""
 
     def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
-        """Raw scores of ``query`` against each document text."""
+        """Raw scores of ``query`` against each document text (by passages with ``long_documents``)."""
+        if self.long_documents is not None:
+            return self._score_passages(query, documents)
         scores = self.model.predict(
             [(query, text) for text in documents],
             batch_size=self.batch_size,
@@ -65,12 +70,29 @@ class CrossEncoderReranker:
         )
         return [float(score) for score in scores.reshape(len(documents), -1)[:, 0]]
 
+    @torch.inference_mode()
+    def _score_passages(self, query: str, documents: list[str]) -> list[float]:
+        from modeling_mice import aggregate_passage_scores, tokenize_passages
+
+        length = self.model.max_length or self.model.tokenizer.model_max_length
+        stride = self.long_documents.stride
+        encoded, owner = tokenize_passages(self.model.tokenizer, documents, length, stride, query)
+        logits = [
+            self.model.model(**{k: v[i : i + self.batch_size].to(self.model.device) for k, v in encoded.items()})
+            .logits[:, 0]
+            .float()
+            .cpu()
+            for i in range(0, len(owner), self.batch_size)
+        ]
+        return aggregate_passage_scores(torch.cat(logits), owner, len(documents), self.long_documents).tolist()
+
     def settings(self) -> dict:
         return {
             "kind": self.kind,
             "model": self.model_name_or_path,
             "batch_size": self.batch_size,
             "device": str(self.model.device),
+            "long_documents": _describe(self.long_documents),
         }
 
 
@@ -91,6 +113,7 @@ class MiceReranker:
         device: str | None = None,
         cache_folder: str | Path | None = None,
         show_progress: bool = True,
+        long_documents=None,
     ):
         from transformers import AutoTokenizer
 
@@ -104,14 +127,22 @@ class MiceReranker:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = MiceForSequenceClassification.from_pretrained(model_name_or_path).eval().to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        if cache_folder and long_documents is not None:
+            raise ValueError("the on-disk document cache does not hold passages yet: drop --cache or --long-documents")
         self.cache = DocumentStateCache(cache_folder, model_fingerprint(self.model)) if cache_folder else None
-        self.states: dict[str, torch.Tensor] = {}
+        self.long_documents = long_documents
+        self.states: dict[str, torch.Tensor] = {}  # per document, or with long documents per (doc_id, passage)
+        self.passages: dict[str, int] = {}
 
     @torch.inference_mode()
     def prepare(self, documents: dict[str, str]) -> float:
         """Encode (or load from the cache) the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
         start = time.perf_counter()
-        missing = {doc_id: text for doc_id, text in documents.items() if doc_id not in self.states}
+        missing = {
+            doc_id: text
+            for doc_id, text in documents.items()
+            if doc_id not in self.states and doc_id not in self.passages
+        }
         if self.cache is not None and missing:
             self.states.update(self.cache.get(missing))
             missing = {doc_id: text for doc_id, text in missing.items() if doc_id not in self.states}
@@ -125,11 +156,20 @@ class MiceReranker:
             leave=False,
         ):
             ids = ordered[begin : begin + self.batch_size]
-            inputs = self.model.tokenize_documents(self.tokenizer, [missing[doc_id] for doc_id in ids])
+            texts = [missing[doc_id] for doc_id in ids]
+            if self.long_documents is None:
+                inputs, owner = self.model.tokenize_documents(self.tokenizer, texts), torch.arange(len(ids))
+            else:
+                inputs, owner = self.model.tokenize_passages(self.tokenizer, texts, self.long_documents.stride)
             states = self.model.encode_documents(**inputs)
             lengths = states.attention_mask.sum(dim=1).tolist()
-            for doc_id, hidden, length in zip(ids, states.hidden_states, lengths, strict=True):
-                encoded[doc_id] = hidden[:length].clone()
+            keys = [ids[i] for i in owner.tolist()]
+            if self.long_documents is not None:  # (doc_id, passage index) keys, passages counted per document
+                counts = {doc_id: keys.count(doc_id) for doc_id in ids}
+                self.passages.update(counts)
+                keys = [(doc_id, keys[:row].count(doc_id)) for row, doc_id in enumerate(keys)]
+            for key, hidden, length in zip(keys, states.hidden_states, lengths, strict=True):
+                encoded[key] = hidden[:length].clone()
         if self.cache is not None and encoded:
             self.cache.put({doc_id: states.cpu() for doc_id, states in encoded.items()}, missing)
         self.states.update(encoded)
@@ -138,6 +178,7 @@ class MiceReranker:
     def release(self) -> None:
         """Forget the encoded documents (they stay in the on-disk cache, if any)."""
         self.states.clear()
+        self.passages.clear()
 
     def document_states(self, doc_ids: list[str]):
         """The held states of ``doc_ids`` as one right-padded ``MiceDocumentStates``."""
@@ -150,14 +191,22 @@ class MiceReranker:
 
     @torch.inference_mode()
     def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
-        """Raw scores of ``query`` against the prepared documents ``doc_ids``."""
+        """Raw scores of ``query`` against the prepared documents ``doc_ids`` (by passages with ``long_documents``)."""
+        from modeling_mice import aggregate_passage_scores
+
         query_inputs = self.model.tokenize_queries(self.tokenizer, [query])
+        keys = doc_ids
+        if self.long_documents is not None:
+            keys = [(doc_id, k) for doc_id in doc_ids for k in range(self.passages[doc_id])]
         scores: list[float] = []
-        for begin in range(0, len(doc_ids), self.batch_size):
-            states = self.document_states(doc_ids[begin : begin + self.batch_size])
+        for begin in range(0, len(keys), self.batch_size):
+            states = self.document_states(keys[begin : begin + self.batch_size])
             logits = self.model.score(**query_inputs, document_states=states).logits
             scores.extend(logits[:, 0].tolist())
-        return scores
+        if self.long_documents is None:
+            return scores
+        owner = torch.repeat_interleave(torch.tensor([self.passages[doc_id] for doc_id in doc_ids]))
+        return aggregate_passage_scores(torch.tensor(scores), owner, len(doc_ids), self.long_documents).tolist()
 
     def settings(self) -> dict:
         config = self.model.config
@@ -169,7 +218,12 @@ class MiceReranker:
             "fusion_layer": config.fusion_layer,
             "interaction_layers": config.interaction_layers,
             "document_cache": str(self.cache.folder) if self.cache else None,
+            "long_documents": _describe(self.long_documents),
         }
+
+
+def _describe(long_documents) -> dict | None:
+    return None if long_documents is None else dict(long_documents.__dict__)
 
 
 def detect_model_kind(path: str | Path) -> str:
@@ -201,6 +255,7 @@ def load_reranker(
     device: str | None = None,
     cache_folder: str | Path | None = None,
     show_progress: bool = True,
+    long_documents=None,
 ):
     """Build a re-ranker from ``ce:PATH``, ``mice:PATH`` or a bare ``PATH`` (kind read from its ``config.json``).
 
@@ -212,5 +267,5 @@ def load_reranker(
     if kind == "mice" and detected != "mice":
         raise ModelPathError(f"{path} is not a MICE model (its config.json model_type is not 'mice'); use ce:{path}")
     if (kind or ("ce" if detected == "cross-encoder" else "mice")) == "mice":
-        return MiceReranker(path, batch_size, device, cache_folder, show_progress)
-    return CrossEncoderReranker(path, batch_size, device)
+        return MiceReranker(path, batch_size, device, cache_folder, show_progress, long_documents)
+    return CrossEncoderReranker(path, batch_size, device, long_documents)

@@ -25,6 +25,11 @@ COMMANDS = {
     "convert": ("mice_rerank.commands.convert", "turn a trained cross-encoder into a MICE model that ranks like it"),
     "entity-lens": ("entity_lens.cli", "decode an entity's mention from each layer of a language model"),
     "distill-embedder": ("embeddings.cli", "a light dual encoder (DE-2) distilled from a cross-encoder's early layers"),
+    "serve": (
+        "mice_rerank.commands.serve",
+        "HTTP /rerank server (TEI, Cohere/Jina shapes) for MICE or a cross-encoder",
+    ),
+    "export-onnx": ("mice_rerank.commands.export_onnx", "ONNX graphs (fp32, int8) of a MICE or cross-encoder model"),
 }
 
 # Exceptions that report bad input, by class path (this module imports none of them), with what to do about it. The
@@ -39,6 +44,7 @@ ERROR_HINTS = {
     "hub_cards.records.RecordError": "the folder must hold what a training or evaluation run writes",
     "embeddings.early_layers.EarlyLayerError": "pass a cross-encoder or MICE folder, with at most as many layers as it has",
     "evaluation.first_stage.FirstStageError": "the first stage is bm25, dense:PATH or hybrid:PATH (a SentenceTransformer)",
+    "serving.onnx_export.OnnxExportError": "`mice export-onnx --model MODEL` writes the graphs the ONNX backends read",
     "entity_lens.errors.EntityLensError": "`mice entity-lens --help` lists the options and what each expects",
     "builtins.FileNotFoundError": "check the path",
     "builtins.ValueError": "check the arguments (`mice COMMAND --help`)",
