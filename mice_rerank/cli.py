@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from indexing import index_command, search_command
+
 from . import quickstart
 
 
@@ -19,8 +21,13 @@ def main(argv: list[str] | None = None) -> int:
             description=quickstart.__doc__,
         )
     )
+    verbs = {"index": index_command, "search": search_command}
+    for name, verb in verbs.items():
+        verb.add_arguments(commands.add_parser(name, help=verb.HELP, description=verb.__doc__))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in verbs:
+        return verbs[args.command].run(args)
     if args.command == "quickstart":
         report = quickstart.run_quickstart(
             args.output,
