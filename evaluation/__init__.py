@@ -5,8 +5,8 @@ Modules (import what you need; none is imported here, so ``import evaluation`` s
 - ``beir``: ``load_beir`` (validated loading), ``read_trec_run`` / ``write_trec_run``;
 - ``bm25``: ``BM25Retriever`` (bm25s, Lucene k1=0.9 b=0.4), the shared first stage;
 - ``metrics``: ``evaluate_run``, ``per_query_scores``, ``compare_runs`` (ir-measures metrics, paired t-tests);
-- ``rerankers``: ``CrossEncoderReranker``, ``MiceReranker`` (pre-encoded documents), ``load_reranker``;
-- ``document_cache``: ``DocumentStateCache``, the safetensors cache of MICE document states;
+- ``rerankers``: ``CrossEncoderReranker``, ``MiceReranker`` (documents encoded once into an ``indexing``
+  document store), ``load_reranker``;
 - ``harness``: ``evaluate_systems`` (what ``scripts/evaluate.py`` runs), ``rerank``, ``latency_curve``;
 - ``report``: markdown tables and PNG plots from ``evaluation.json``;
 - ``mteb_task``: an MTEB re-ranking task and model wrapper, and sentence-transformers' re-ranking evaluators.

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from indexing.fingerprint import model_fingerprint
+
 from .beir import BeirData, BeirFormatError, Run, load_beir, read_trec_run, write_trec_run
 from .bm25 import BM25Retriever
-from .document_cache import model_fingerprint
 from .metrics import DEFAULT_METRICS, compare_runs
 from .rerankers import load_reranker
 
@@ -254,7 +255,8 @@ def evaluate_systems(
         first_stage_k: how many documents BM25 retrieves (MAP and R@100 are computed over them).
         max_queries: evaluate a reproducible sample of at most this many judged queries (``seed``).
         baseline: the system the markdown table marks significance against (default: the first stage).
-        cache_folder: where MICE document states are cached on disk (none by default).
+        cache_folder: where MICE document states are stored (``indexing.DocumentStore.at``: a cache folder, or an
+            index built by ``mice index``; none by default).
         mteb_folder: if given, every model also runs through ``mteb.evaluate`` on the same candidates (an MTEB
             re-ranking task per folder; results in MTEB's ResultCache layout there, scores under ``"mteb"``).
         runs_folder: if given, every run is also written there as ``<dataset>/<system>.trec``, with a JSON record of

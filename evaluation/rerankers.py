@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
-from tqdm.auto import tqdm
 
-from .document_cache import DocumentStateCache, model_fingerprint
+from indexing.encoding import DocumentEncoder
+from indexing.store import DocumentStore
 
 
 class ModelPathError(ValueError):
@@ -77,9 +76,11 @@ class CrossEncoderReranker:
 class MiceReranker:
     """MICE re-ranking with documents encoded once (``encode_documents``) and scored with ``score``.
 
-    ``prepare(documents)`` encodes the documents not yet held (or loads them from a ``DocumentStateCache``), keeping
-    each one's states trimmed to its length; ``score_query`` then runs the query's lower layers once and its
-    interaction layers against up to ``batch_size`` documents at a time.
+    The states live in an ``indexing.DocumentStore``: ``prepare(documents)`` encodes the documents it does not hold
+    yet, and ``score_query`` runs the query's lower layers once and its interaction layers against up to
+    ``batch_size`` stored documents at a time. ``cache_folder`` names that store: a folder of per-model stores kept
+    between runs, or an index built by ``mice index`` (its compression is then what is evaluated); without one the
+    store is temporary and forgotten after each chunk of queries.
     """
 
     kind = "mice"
@@ -99,54 +100,24 @@ class MiceReranker:
 
         self.model_name_or_path = model_name_or_path
         self.batch_size = batch_size
-        self.show_progress = show_progress
         # The same default as sentence-transformers' CrossEncoder, so that both systems of a comparison share a device.
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = MiceForSequenceClassification.from_pretrained(model_name_or_path).eval().to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        self.cache = DocumentStateCache(cache_folder, model_fingerprint(self.model)) if cache_folder else None
-        self.states: dict[str, torch.Tensor] = {}
+        self.encoder = DocumentEncoder(self.model, self.tokenizer, batch_size, show_progress)
+        self.store = DocumentStore.at(cache_folder, self.encoder.fingerprint)
 
-    @torch.inference_mode()
     def prepare(self, documents: dict[str, str]) -> float:
-        """Encode (or load from the cache) the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
+        """Encode the documents ``{doc_id: text}`` the store does not hold yet; returns the seconds spent."""
         start = time.perf_counter()
-        missing = {doc_id: text for doc_id, text in documents.items() if doc_id not in self.states}
-        if self.cache is not None and missing:
-            self.states.update(self.cache.get(missing))
-            missing = {doc_id: text for doc_id, text in missing.items() if doc_id not in self.states}
-        # Length-sorted batches waste little work on padding.
-        ordered = sorted(missing, key=lambda doc_id: len(missing[doc_id]))
-        encoded: dict[str, torch.Tensor] = {}
-        for begin in tqdm(
-            range(0, len(ordered), self.batch_size),
-            desc="encoding documents",
-            disable=not self.show_progress or not ordered,
-            leave=False,
-        ):
-            ids = ordered[begin : begin + self.batch_size]
-            inputs = self.model.tokenize_documents(self.tokenizer, [missing[doc_id] for doc_id in ids])
-            states = self.model.encode_documents(**inputs)
-            lengths = states.attention_mask.sum(dim=1).tolist()
-            for doc_id, hidden, length in zip(ids, states.hidden_states, lengths, strict=True):
-                encoded[doc_id] = hidden[:length].clone()
-        if self.cache is not None and encoded:
-            self.cache.put({doc_id: states.cpu() for doc_id, states in encoded.items()}, missing)
-        self.states.update(encoded)
+        self.store.encode_missing(documents, self.encoder)
         return time.perf_counter() - start
 
     def release(self) -> None:
-        """Forget the encoded documents (they stay in the on-disk cache, if any)."""
-        self.states.clear()
-
-    def document_states(self, doc_ids: list[str]):
-        """The held states of ``doc_ids`` as one right-padded ``MiceDocumentStates``."""
-        from modeling_mice import MiceDocumentStates
-
-        hidden = [self.states[doc_id] for doc_id in doc_ids]
-        mask = [torch.ones(len(h), dtype=torch.long) for h in hidden]
-        states = MiceDocumentStates(pad_sequence(hidden, batch_first=True), pad_sequence(mask, batch_first=True))
-        return states.to(self.model.device)
+        """Forget the documents of a temporary store (a store in a cache folder keeps them)."""
+        if self.store.is_temporary:
+            self.store.close()
+            self.store = DocumentStore.temporary(self.encoder.fingerprint)
 
     @torch.inference_mode()
     def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
@@ -154,7 +125,7 @@ class MiceReranker:
         query_inputs = self.model.tokenize_queries(self.tokenizer, [query])
         scores: list[float] = []
         for begin in range(0, len(doc_ids), self.batch_size):
-            states = self.document_states(doc_ids[begin : begin + self.batch_size])
+            states = self.store.get(doc_ids[begin : begin + self.batch_size], device=self.model.device)
             logits = self.model.score(**query_inputs, document_states=states).logits
             scores.extend(logits[:, 0].tolist())
         return scores
@@ -168,7 +139,8 @@ class MiceReranker:
             "device": str(self.model.device),
             "fusion_layer": config.fusion_layer,
             "interaction_layers": config.interaction_layers,
-            "document_cache": str(self.cache.folder) if self.cache else None,
+            "document_cache": None if self.store.is_temporary else str(self.store.folder),
+            "document_states": self.store.codec.name,
         }
 
 

@@ -18,10 +18,10 @@ import sys
 import torch
 
 from evaluation.beir import BeirFormatError
-from evaluation.document_cache import DocumentCacheError
 from evaluation.harness import evaluate_systems, write_json
 from evaluation.report import markdown_report, write_markdown
 from evaluation.rerankers import ModelPathError
+from indexing.store import StoreError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-p", type=float, default=0.05, help="significance level of the paired t-test (0.05)")
     parser.add_argument("--device", help="torch device for the models (default: sentence-transformers' choice / CPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); recorded in the JSON")
-    parser.add_argument("--cache", help="folder for an on-disk cache of MICE document states")
+    parser.add_argument(
+        "--cache", help="folder for stores of MICE document states kept between runs, or an index built by mice index"
+    )
     parser.add_argument("--save-runs", help="also write every run as TREC files under this folder")
     parser.add_argument("--mteb", help="also run every model through mteb.evaluate; MTEB's results go to this folder")
     parser.add_argument("--json", default="evaluation.json", help="where to write the JSON report (evaluation.json)")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             mteb_folder=args.mteb,
             show_progress=not args.no_progress,
         )
-    except (BeirFormatError, ModelPathError, DocumentCacheError, FileNotFoundError, ValueError) as error:
+    except (BeirFormatError, ModelPathError, StoreError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {write_json(report, args.json)}")
