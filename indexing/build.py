@@ -23,8 +23,8 @@ documents, and committed with the store before any shard is encoded.
 from __future__ import annotations
 
 import json
-import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -39,8 +39,6 @@ from .corpus import Corpus, load_corpus
 from .encoding import DocumentEncoder
 from .first_stage import BM25FirstStage, DenseFirstStage, embed_documents, embedder_description
 from .store import DocumentStore, StoreError, _atomic_write_text, shard_name
-
-logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = "mice-index/1"
 INDEX_FILE = "index.json"
@@ -130,19 +128,6 @@ def load_mice(path: str, device: Any = None):
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def _build_settings(config: IndexConfig, corpus: Corpus, encoder: DocumentEncoder, embedder_info) -> dict:
-    return {
-        "format": INDEX_FORMAT,
-        "fingerprint": encoder.fingerprint["digest"],
-        "compression": config.compression,
-        "shard_size": config.shard_size,
-        "corpus": {"documents": len(corpus), "digest": corpus.digest()},
-        "embedder": None if embedder_info is None else embedder_info["fingerprint"],
-        "codec_training_tokens": config.codec_training_tokens,
-        "seed": config.seed,
-    }
-
-
 def _check_or_start(output: Path, settings: dict, fingerprint: dict) -> None:
     """Start a build in ``output``, or check that the build found there is this one (then it resumes)."""
     path = output / BUILD_FILE
@@ -193,31 +178,96 @@ def _write_dense_part(output: Path, number: int, vectors: np.ndarray) -> None:
     os.replace(temporary, target)
 
 
-def encode_shards(
-    config: IndexConfig,
-    corpus: Corpus,
-    store: DocumentStore,
-    encoder: DocumentEncoder,
-    shards: list[int],
-    embedder: Any = None,
-    show_progress: bool = False,
-) -> int:
+@dataclass
+class BuildContext:
+    """What every step of a build reads: the settings, the corpus, the model's encoder and the optional embedder.
+
+    Each worker of a distributed engine loads its own (``BuildContext.load(config)``), on its own device.
+    """
+
+    config: IndexConfig
+    corpus: Corpus
+    encoder: DocumentEncoder
+    embedder: Any = None
+    embedder_info: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, config: IndexConfig, device: Any = None) -> BuildContext:
+        if config.shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1, got {config.shard_size}")
+        corpus = load_corpus(config.data)
+        model, tokenizer = load_mice(config.model, device or config.device)
+        context = cls(config, corpus, DocumentEncoder(model, tokenizer, config.batch_size))
+        if config.embedder:
+            from sentence_transformers import SentenceTransformer
+
+            context.embedder = SentenceTransformer(config.embedder, device=str(model.device))
+            context.embedder_info = embedder_description(context.embedder, config.embedder)
+        return context
+
+    @property
+    def output(self) -> Path:
+        return Path(self.config.output)
+
+    @property
+    def shard_count(self) -> int:
+        return -(-len(self.corpus) // self.config.shard_size)
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed build must share with the one it resumes."""
+        config = self.config
+        return {
+            "format": INDEX_FORMAT,
+            "fingerprint": self.encoder.fingerprint["digest"],
+            "compression": config.compression,
+            "shard_size": config.shard_size,
+            "corpus": {"documents": len(self.corpus), "digest": self.corpus.digest()},
+            "embedder": None if self.embedder_info is None else self.embedder_info["fingerprint"],
+            "codec_training_tokens": config.codec_training_tokens,
+            "seed": config.seed,
+        }
+
+    def store(self) -> DocumentStore:
+        return DocumentStore.open(self.output / STATES, self.encoder.fingerprint)
+
+
+def prepare_build(context: BuildContext) -> float:
+    """Start the build in the output folder (or check the one found there), and train the codec if it needs it.
+
+    Runs once, before any shard is encoded (the main process; a distributed engine's driver). Returns the seconds
+    spent training the codec (0 when it needs none or was trained by an earlier run).
+    """
+    _check_or_start(context.output, context.settings(), context.encoder.fingerprint)
+    store = context.store()
+    if store.codec.trained or (context.output / INDEX_FILE).is_file():
+        return 0.0
+    began = time.perf_counter()
+    config = context.config
+    store.train_codec(
+        _codec_sample(context.corpus, context.encoder, config.codec_training_tokens, config.seed), config.seed
+    )
+    return time.perf_counter() - began
+
+
+def encode_shards(context: BuildContext, shards: list[int], show_progress: bool = False) -> int:
     """Encode and commit the shards numbered ``shards`` that are not committed yet; returns how many were encoded.
 
-    This is the unit of work any engine can run: shard ``k`` depends only on the corpus, the model and the codec.
+    The unit of work any engine can run, in any order and on any worker: shard ``k`` depends only on the corpus,
+    the model and the codec (trained by ``prepare_build``).
     """
-    output = Path(config.output)
+    config, corpus, output = context.config, context.corpus, context.output
+    store = context.store()
+    store.reload_codec()
     encoded = 0
     for number in tqdm(shards, desc="encoding shards", unit="shard", disable=not show_progress):
         begin = number * config.shard_size
         ids = corpus.ids[begin : begin + config.shard_size]
         texts = corpus.texts[begin : begin + config.shard_size]
-        done = store.has_shard(number) and store.shard_document_ids(number) == ids
-        if not done:
-            store.write_shard(ids, encoder.encode(texts), texts, number=number, keep_texts=True)
+        if not (store.has_shard(number) and store.shard_document_ids(number) == ids):
+            store.write_shard(ids, context.encoder.encode(texts), texts, number=number, keep_texts=True)
             encoded += 1
-        if embedder is not None and not _dense_part(output, number).is_file():
-            _write_dense_part(output, number, embed_documents(embedder, texts, config.batch_size))
+        if context.embedder is not None and not _dense_part(output, number).is_file():
+            _write_dense_part(output, number, embed_documents(context.embedder, texts, config.batch_size))
     return encoded
 
 
@@ -231,81 +281,44 @@ def build_index(config: IndexConfig) -> dict[str, Any] | None:
     """
     started = time.perf_counter()
     state = _process_state()
-    if config.shard_size < 1:
-        raise ValueError(f"shard_size must be at least 1, got {config.shard_size}")
-    corpus = load_corpus(config.data)
-    output = Path(config.output)
-    finished = output / INDEX_FILE
-    model, tokenizer = load_mice(config.model, config.device or state.device)
-    encoder = DocumentEncoder(model, tokenizer, config.batch_size)
-    embedder, embedder_info = None, None
-    if config.embedder:
-        from sentence_transformers import SentenceTransformer
-
-        embedder = SentenceTransformer(config.embedder, device=str(model.device))
-        embedder_info = embedder_description(embedder, config.embedder)
-    settings = _build_settings(config, corpus, encoder, embedder_info)
-    if state.is_main_process:
-        _check_or_start(output, settings, encoder.fingerprint)
+    context = BuildContext.load(config, config.device or state.device)
+    finished = context.output / INDEX_FILE
+    codec_seconds = prepare_build(context) if state.is_main_process else 0.0
     state.wait_for_everyone()
     if finished.is_file():
         return json.loads(finished.read_text(encoding="utf-8")) if state.is_main_process else None
-    store = DocumentStore.open(output / STATES, encoder.fingerprint)
-
-    codec_seconds = 0.0
-    if not store.codec.trained:
-        if state.is_main_process:
-            began = time.perf_counter()
-            sample = _codec_sample(corpus, encoder, config.codec_training_tokens, config.seed)
-            store.train_codec(sample, seed=config.seed)
-            codec_seconds = time.perf_counter() - began
-        state.wait_for_everyone()
-        store.reload_codec()
-
-    shard_count = -(-len(corpus) // config.shard_size)
-    mine = list(range(state.process_index, shard_count, state.num_processes))
+    mine = list(range(state.process_index, context.shard_count, state.num_processes))
     began = time.perf_counter()
-    encoded = encode_shards(
-        config, corpus, store, encoder, mine, embedder, show_progress=config.show_progress and state.is_main_process
-    )
+    encoded = encode_shards(context, mine, show_progress=config.show_progress and state.is_main_process)
     encoding_seconds = time.perf_counter() - began
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    return finalize_index(
-        config,
-        corpus,
-        encoder,
-        embedder_info,
-        {
-            "seconds": None,  # set below, once the first stages are built too
-            "processes": state.num_processes,
-            "device": str(model.device),
-            "shards_encoded_by_this_run": encoded if state.num_processes == 1 else None,
-            "codec_training_seconds": round(codec_seconds, 3),
-            "encoding_seconds": round(encoding_seconds, 3),
-        },
-        started,
-    )
+    build = {
+        "processes": state.num_processes,
+        "device": str(context.encoder.model.device),
+        "shards_encoded_by_this_run": encoded if state.num_processes == 1 else None,
+        "codec_training_seconds": round(codec_seconds, 3),
+        "encoding_seconds": round(encoding_seconds, 3),
+    }
+    return finalize_index(context, build, started)
 
 
 def finalize_index(
-    config: IndexConfig,
-    corpus: Corpus,
-    encoder: DocumentEncoder,
-    embedder_info: dict | None,
-    build: dict[str, Any],
-    started: float,
+    context: BuildContext, build: dict[str, Any] | None = None, started: float | None = None
 ) -> dict[str, Any]:
-    """Check that every shard is committed, build the first stages and write ``index.json`` (main process only)."""
-    output = Path(config.output)
-    store = DocumentStore.open(output / STATES, encoder.fingerprint)
-    shard_count = -(-len(corpus) // config.shard_size)
-    missing = [shard_name(k) for k in range(shard_count) if not store.has_shard(k)]
+    """Check that every shard is committed, build the first stages and write ``index.json`` (once, at the end).
+
+    ``build`` and ``started`` (a ``time.perf_counter()``) describe the build for ``index.json``.
+    """
+    config, corpus, output = context.config, context.corpus, context.output
+    build = dict(build or {})
+    store = context.store()
+    missing = [shard_name(k) for k in range(context.shard_count) if not store.has_shard(k)]
     if missing:
         raise IndexBuildError(
-            f"{len(missing)} of {shard_count} shards are missing from {store.folder} (e.g. {missing[:3]}); run the "
-            "same command again to encode them"
+            f"{len(missing)} of {context.shard_count} shards are missing from {store.folder} (e.g. {missing[:3]}); "
+            "run the same command again to encode them"
         )
     if store.document_ids != corpus.ids:
         raise StoreError(f"{store.folder} does not hold the corpus's documents in order; delete {output} and rebuild")
@@ -313,25 +326,26 @@ def finalize_index(
     bm25 = BM25FirstStage.build(corpus.ids, corpus.texts, output / BM25)
     build["bm25_seconds"] = round(time.perf_counter() - began, 3)
     first_stages: dict[str, Any] = {"bm25": bm25.describe()}
-    if embedder_info is not None:
+    if context.embedder_info is not None:
         from safetensors.numpy import load_file
 
-        parts = [load_file(_dense_part(output, k))["vectors"] for k in range(shard_count)]
-        DenseFirstStage.save(output / DENSE, np.concatenate(parts), corpus.ids, embedder_info)
-        first_stages["dense"] = embedder_info
-    build["seconds"] = round(time.perf_counter() - started, 3)
+        parts = [load_file(_dense_part(output, k))["vectors"] for k in range(context.shard_count)]
+        DenseFirstStage.save(output / DENSE, np.concatenate(parts), corpus.ids, context.embedder_info)
+        first_stages["dense"] = context.embedder_info
+    if started is not None:
+        build["seconds"] = round(time.perf_counter() - started, 3)
     build["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     tokens = store.token_count
     info = {
         "format": INDEX_FORMAT,
         "model": str(config.model),
-        "fingerprint": encoder.fingerprint,
+        "fingerprint": context.encoder.fingerprint,
         "compression": store.codec.name,
         "bytes_per_token": store.codec.bytes_per_token(),
         "float32_bytes_per_token": 4 * store.codec.hidden_size,
         "documents": len(store),
         "tokens": tokens,
-        "shards": shard_count,
+        "shards": context.shard_count,
         "store_bytes": store.nbytes(),
         "corpus": {"source": str(corpus.source), "digest": corpus.digest()},
         "first_stages": first_stages,
@@ -343,4 +357,72 @@ def finalize_index(
         part.unlink()
     if (output / DENSE_PARTS).is_dir():
         (output / DENSE_PARTS).rmdir()
+    return info
+
+
+def transcode_index(
+    source: str | Path,
+    output: str | Path,
+    compression: str,
+    codec_training_tokens: int = 131_072,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Copy a float32 index with its states stored as ``compression``, without running the model.
+
+    Shard by shard (an interrupted copy resumes); product quantisation is trained on ``codec_training_tokens``
+    states of documents drawn with ``seed``, read from the source. The first stages are copied as they are.
+    """
+    source, output = Path(source), Path(output)
+    info = json.loads((source / INDEX_FILE).read_text(encoding="utf-8"))
+    if info["compression"] != "float32":
+        raise IndexBuildError(
+            f"{source} stores its states as {info['compression']}; transcode from a float32 index (compressing "
+            "twice adds both errors)"
+        )
+    if (output / INDEX_FILE).is_file():
+        done = json.loads((output / INDEX_FILE).read_text(encoding="utf-8"))
+        if done.get("compression") != compression or done.get("build", {}).get("transcoded_from") != str(source):
+            raise IndexBuildError(f"{output} already holds another index; choose another output")
+        return done
+    started = time.perf_counter()
+    states = DocumentStore.open(source / STATES)
+    target = DocumentStore.open_or_create(output / STATES, states.fingerprint, compression)
+    if not target.codec.trained:
+        order = np.random.default_rng(seed).permutation(len(states))
+        ids, total = [], 0
+        for row in order:
+            ids.append(states.document_ids[row])
+            total += states.token_counts(ids[-1:])[0]
+            if total >= codec_training_tokens:
+                break
+        batch = states.get(ids)
+        sample = batch.hidden_states[batch.attention_mask.bool()].numpy()
+        if len(sample) > codec_training_tokens:
+            keep = np.random.default_rng(seed).choice(len(sample), codec_training_tokens, replace=False)
+            sample = sample[np.sort(keep)]
+        target.train_codec(sample, seed)
+    names = states.shard_names()
+    for name, ids, decoded, texts in tqdm(
+        states.iter_shards(), total=len(names), desc="transcoding shards", disable=not show_progress
+    ):
+        number = int(name[len("shard-") : -len(".safetensors")])
+        if not (target.has_shard(number) and target.shard_document_ids(number) == ids):
+            target.write_shard(ids, decoded, texts, number=number, keep_texts=texts is not None)
+    for folder in (BM25, DENSE):
+        if (source / folder).is_dir():
+            shutil.copytree(source / folder, output / folder, dirs_exist_ok=True)
+    build_settings = json.loads((source / BUILD_FILE).read_text(encoding="utf-8")) | {"compression": compression}
+    _atomic_write_text(output / BUILD_FILE, json.dumps(build_settings, indent=2) + "\n")
+    info = info | {
+        "compression": target.codec.name,
+        "bytes_per_token": target.codec.bytes_per_token(),
+        "store_bytes": target.nbytes(),
+        "build": {
+            "transcoded_from": str(source),
+            "seconds": round(time.perf_counter() - started, 3),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    _atomic_write_text(output / INDEX_FILE, json.dumps(info, indent=2) + "\n")
     return info

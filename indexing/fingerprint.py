@@ -52,15 +52,16 @@ def tokenizer_settings(tokenizer: Any) -> dict[str, Any]:
     """What decides the token ids of a document: vocabulary, normalisation, special tokens, truncation side."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        # The fast tokenizer's full pipeline (normaliser, pre-tokenizer, vocabulary, post-processor); truncation and
-        # padding are call-time state, set again by every call.
-        spec = json.loads(backend.to_str())
-        spec.pop("truncation", None)
-        spec.pop("padding", None)
+        # The fast tokenizer's pipeline, part by part in its own serialisation (truncation and padding are call-time
+        # state, set again by every call, so they stay out).
+        parts = [getattr(backend, name) for name in ("normalizer", "pre_tokenizer", "model", "post_processor")]
+        spec = [b"" if part is None else part.__getstate__() for part in parts]
     else:
-        spec = {"vocab": sorted(tokenizer.get_vocab().items()), "lowercase": getattr(tokenizer, "do_lower_case", None)}
+        vocab = sorted(tokenizer.get_vocab().items())
+        spec = [json.dumps([vocab, getattr(tokenizer, "do_lower_case", None)]).encode("utf-8")]
+    spec.append(json.dumps(sorted(tokenizer.get_added_vocab().items())).encode("utf-8"))
     return {
-        "tokenizer": _digest(json.dumps(spec, sort_keys=True).encode("utf-8")),
+        "tokenizer": _digest(*spec),
         "truncation_side": tokenizer.truncation_side,
         "cls_token_id": tokenizer.cls_token_id,
         "sep_token_id": tokenizer.sep_token_id,

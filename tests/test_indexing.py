@@ -24,7 +24,15 @@ from tiny_models import build_tiny_backbone
 from transformers import AutoTokenizer
 
 from evaluation.beir import BeirFormatError, load_beir, read_trec_run
-from indexing.build import IndexBuildError, IndexConfig, build_index
+from indexing.build import (
+    BuildContext,
+    IndexBuildError,
+    IndexConfig,
+    build_index,
+    finalize_index,
+    prepare_build,
+    transcode_index,
+)
 from indexing.codecs import CodecError, make_codec
 from indexing.corpus import load_corpus
 from indexing.encoding import DocumentEncoder
@@ -435,6 +443,38 @@ def test_an_index_built_by_two_processes_equals_one_built_by_one(models, corpus_
     assert_same_index(one, two)
 
 
+ENGINE_WORKER = r"""
+import json, sys, torch
+from indexing.build import BuildContext, IndexConfig, encode_shards
+torch.set_num_threads(1)
+context = BuildContext.load(IndexConfig(**json.loads(sys.argv[1])))
+print(encode_shards(context, json.loads(sys.argv[2])))
+"""
+
+
+def test_encode_shard_tasks_run_by_any_engine_build_the_same_index(models, corpus_file, tmp_path):
+    """What a distributed engine does (Ray Data tasks, a job array): the driver prepares the build and trains the
+    codec, workers with their own model copy encode shards in any order, the driver finalises."""
+    reference = tmp_path / "reference"
+    build_index(config(models, corpus_file, reference, compression="pq16"))
+    engine = config(models, corpus_file, tmp_path / "engine", compression="pq16")
+    driver = BuildContext.load(engine)
+    assert prepare_build(driver) > 0 and driver.shard_count == 4
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", ENGINE_WORKER, json.dumps(engine.__dict__), json.dumps(shards)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=ONE_THREAD,
+            cwd=REPO_ROOT,
+        )
+        for shards in ([3, 0], [1, 2])
+    ]
+    assert [int(worker.communicate(timeout=600)[0].split()[-1]) for worker in workers] == [2, 2]
+    finalize_index(driver)
+    assert_same_index(reference, tmp_path / "engine")
+
+
 def test_an_interrupted_build_resumes_to_the_same_index(models, corpus_file, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     build_index(config(models, corpus_file, reference, compression="int8"))
@@ -600,3 +640,29 @@ def test_states_are_mice_document_states_for_the_model(float32_index):
     index = MiceIndex.load(float32_index)
     states = index.store.get(index.store.document_ids[:3])
     assert isinstance(states, MiceDocumentStates) and states.hidden_states.shape[-1] == 32
+
+
+def test_the_evaluation_reads_the_states_of_an_index(float32_index, corpus_file):
+    from evaluation.rerankers import MiceReranker
+
+    index = MiceIndex.load(float32_index)
+    index.batch_size = 8
+    reranker = MiceReranker(index.info["model"], batch_size=8, cache_folder=float32_index, show_progress=False)
+    assert reranker.store.folder == float32_index / "states"
+    corpus = load_corpus(corpus_file)
+    ids = corpus.ids[5:25]
+    shards = reranker.store.shard_names()
+    reranker.prepare(dict(zip(ids, corpus.texts[5:25], strict=True)))
+    assert reranker.store.shard_names() == shards  # every document was there: nothing encoded, nothing written
+    assert reranker.score_query(QUERY, corpus.texts[5:25], ids) == index.rerank(QUERY, ids)
+    assert reranker.settings()["document_cache"] == str(float32_index / "states")
+
+
+def test_transcoding_a_float32_index_equals_building_the_compressed_one(float32_index, models, corpus_file, tmp_path):
+    built = tmp_path / "built"
+    build_index(config(models, corpus_file, built, compression="int8"))
+    info = transcode_index(float32_index, tmp_path / "transcoded", "int8", show_progress=False)
+    assert info["compression"] == "int8" and info["build"]["transcoded_from"] == str(float32_index)
+    assert_same_index(built, tmp_path / "transcoded")  # int8 needs no training: the same bytes
+    with pytest.raises(IndexBuildError, match="transcode from a float32 index"):
+        transcode_index(built, tmp_path / "again", "pq8")
