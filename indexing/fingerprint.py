@@ -23,15 +23,17 @@ from torch import nn
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "_attn_implementation", "dtype")
 
 
-def _digest(*parts: bytes) -> str:
-    digest = hashlib.blake2b(digest_size=16)
+def _digest(*parts) -> str:
+    """SHA-256 (hardware-accelerated on current CPUs) of byte-like parts (bytes, or contiguous arrays read in place)."""
+    digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+def _tensor_bytes(tensor: torch.Tensor):
+    """The tensor's bytes as a uint8 array, without a copy when it is already contiguous on the CPU."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def _state_digest(named_tensors: dict[str, torch.Tensor]) -> str:
@@ -77,8 +79,11 @@ def document_state_fingerprint(model: nn.Module, tokenizer: Any) -> dict[str, An
     """
     config = model.config
     backbone = model.mice.backbone
+    # Dropout never acts on stored states (the lower layers encode in eval mode), so its settings stay out.
     backbone_config = {
-        key: value for key, value in backbone.config.to_dict().items() if key not in _VOLATILE_CONFIG_KEYS
+        key: value
+        for key, value in backbone.config.to_dict().items()
+        if key not in _VOLATILE_CONFIG_KEYS and "dropout" not in key
     }
     weights = {name: t for name, t in backbone.state_dict().items() if not name.startswith("pooler.")}
     settings = {

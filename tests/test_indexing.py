@@ -291,6 +291,10 @@ def test_fingerprint_ignores_the_interaction_layers_but_not_the_tokenizer(models
     with torch.no_grad():
         model.mice.interaction[0].output.dense.weight.add_(1.0)  # above the fusion layer: states unchanged
     assert document_state_fingerprint(model, tokenizer) == before
+    model.mice.backbone.config.hidden_dropout_prob = 0.0  # dropout never acts on stored states
+    assert document_state_fingerprint(model, tokenizer) == before
+    model.mice.backbone.config.layer_norm_eps = 1e-6  # this does
+    assert document_state_fingerprint(model, tokenizer)["lower_layers_config"] != before["lower_layers_config"]
     tokenizer.add_tokens(["zzzunseenword"])
     assert document_state_fingerprint(model, tokenizer)["tokenizer"] != before["tokenizer"]
 
