@@ -36,6 +36,7 @@ COVERAGE = {
     "entity-lens": ["entity_lens"],
     "embed": ["embeddings"],
     "serve": ["serving"],
+    "index": ["indexing"],
 }
 NOT_CHECKED = {"test", "all"}  # the test tools, and everything together (what CI's test run installs)
 

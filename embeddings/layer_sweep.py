@@ -58,7 +58,7 @@ def early_layer_runs(
 
     folder = None
     if cache_folder is not None:
-        from evaluation.document_cache import model_fingerprint
+        from indexing.fingerprint import model_fingerprint
 
         digest = hashlib.sha256(
             json.dumps([model_fingerprint(encoder.encoder), settings, doc_ids, texts]).encode("utf-8")

@@ -222,9 +222,9 @@ class DenseFirstStage(FirstStage):
 
     @property
     def fingerprint(self) -> str:
-        """Digest of the model's weights and configuration (``evaluation.document_cache.model_fingerprint``)."""
+        """Digest of the model's weights and configuration (``indexing.fingerprint.model_fingerprint``)."""
         if self._fingerprint is None:
-            from .document_cache import model_fingerprint
+            from indexing.fingerprint import model_fingerprint
 
             self._fingerprint = model_fingerprint(self.model)
         return self._fingerprint

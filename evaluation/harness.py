@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from indexing.fingerprint import model_fingerprint
 from modeling_mice import LongDocuments
 from ranking_data.beir import BeirData, Run, load_beir, subsample_queries, top_documents, write_trec_run
 
-from .document_cache import model_fingerprint
 from .first_stage import FirstStage, bm25_first_stage, check_run, first_stage_from_spec  # noqa: F401 - re-exported
 from .metrics import DEFAULT_METRICS, compare_runs
 from .rerankers import load_reranker
@@ -216,7 +216,12 @@ class EvaluationConfig:
     )
     device: str | None = field(default=None, metadata={"help": "Torch device of the models (default: automatic)."})
     cache_folder: str | None = field(
-        default=None, metadata={"help": "On-disk cache of MICE document states.", "aliases": ["--cache"]}
+        default=None,
+        metadata={
+            "help": "Where MICE document states are stored (indexing.DocumentStore.at): a cache folder, or an index "
+            "built by mice index.",
+            "aliases": ["--cache"],
+        },
     )
     runs_folder: str | None = field(
         default=None,

@@ -15,7 +15,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
-from .document_cache import DocumentStateCache, model_fingerprint
+from indexing.encoding import DocumentEncoder
+from indexing.store import DocumentStore
 
 
 class ModelPathError(ValueError):
@@ -99,9 +100,13 @@ class CrossEncoderReranker:
 class MiceReranker:
     """MICE re-ranking with documents encoded once (``encode_documents``) and scored with ``score``.
 
-    ``prepare(documents)`` encodes the documents not yet held (or loads them from a ``DocumentStateCache``), keeping
-    each one's states trimmed to its length; ``score_query`` then runs the query's lower layers once and its
-    interaction layers against up to ``batch_size`` documents at a time.
+    The states live in an ``indexing.DocumentStore``: ``prepare(documents)`` encodes the documents it does not hold
+    yet, and ``score_query`` runs the query's lower layers once and its interaction layers against up to
+    ``batch_size`` stored documents at a time. ``cache_folder`` names that store: a folder of per-model stores kept
+    between runs, or an index built by ``mice index`` (its compression is then what is evaluated); without one the
+    store is temporary and forgotten after each chunk of queries. With ``long_documents`` each document is encoded
+    as overlapping passages, held in memory (the store keeps one entry per document), and its passages' scores are
+    aggregated (``modeling_mice.LongDocuments``).
     """
 
     kind = "mice"
@@ -128,63 +133,51 @@ class MiceReranker:
         self.model = MiceForSequenceClassification.from_pretrained(model_name_or_path).eval().to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         if cache_folder and long_documents is not None:
-            raise ValueError("the on-disk document cache does not hold passages yet: drop --cache or --long-documents")
-        self.cache = DocumentStateCache(cache_folder, model_fingerprint(self.model)) if cache_folder else None
+            raise ValueError("the document store does not hold passages yet: drop --cache or --long-documents")
+        self.encoder = DocumentEncoder(self.model, self.tokenizer, batch_size, show_progress)
+        self.store = DocumentStore.at(cache_folder, self.encoder.fingerprint)
         self.long_documents = long_documents
-        self.states: dict[str, torch.Tensor] = {}  # per document, or with long documents per (doc_id, passage)
-        self.passages: dict[str, int] = {}
+        self.passages: dict[str, list[torch.Tensor]] = {}  # with long documents: each document's passage states
+
+    def prepare(self, documents: dict[str, str]) -> float:
+        """Encode the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
+        start = time.perf_counter()
+        if self.long_documents is None:
+            self.store.encode_missing(documents, self.encoder)
+        else:
+            self._encode_passages({doc_id: text for doc_id, text in documents.items() if doc_id not in self.passages})
+        return time.perf_counter() - start
 
     @torch.inference_mode()
-    def prepare(self, documents: dict[str, str]) -> float:
-        """Encode (or load from the cache) the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
-        start = time.perf_counter()
-        missing = {
-            doc_id: text
-            for doc_id, text in documents.items()
-            if doc_id not in self.states and doc_id not in self.passages
-        }
-        if self.cache is not None and missing:
-            self.states.update(self.cache.get(missing))
-            missing = {doc_id: text for doc_id, text in missing.items() if doc_id not in self.states}
+    def _encode_passages(self, missing: dict[str, str]) -> None:
         # Length-sorted batches waste little work on padding.
         ordered = sorted(missing, key=lambda doc_id: len(missing[doc_id]))
-        encoded: dict[str, torch.Tensor] = {}
         for begin in tqdm(
             range(0, len(ordered), self.batch_size),
-            desc="encoding documents",
+            desc="encoding passages",
             disable=not self.show_progress or not ordered,
             leave=False,
         ):
             ids = ordered[begin : begin + self.batch_size]
             texts = [missing[doc_id] for doc_id in ids]
-            if self.long_documents is None:
-                inputs, owner = self.model.tokenize_documents(self.tokenizer, texts), torch.arange(len(ids))
-            else:
-                inputs, owner = self.model.tokenize_passages(self.tokenizer, texts, self.long_documents.stride)
+            inputs, owner = self.model.tokenize_passages(self.tokenizer, texts, self.long_documents.stride)
             states = self.model.encode_documents(**inputs)
             lengths = states.attention_mask.sum(dim=1).tolist()
-            keys = [ids[i] for i in owner.tolist()]
-            if self.long_documents is not None:  # (doc_id, passage index) keys, passages counted per document
-                counts = {doc_id: keys.count(doc_id) for doc_id in ids}
-                self.passages.update(counts)
-                keys = [(doc_id, keys[:row].count(doc_id)) for row, doc_id in enumerate(keys)]
-            for key, hidden, length in zip(keys, states.hidden_states, lengths, strict=True):
-                encoded[key] = hidden[:length].clone()
-        if self.cache is not None and encoded:
-            self.cache.put({doc_id: states.cpu() for doc_id, states in encoded.items()}, missing)
-        self.states.update(encoded)
-        return time.perf_counter() - start
+            for row, (index, length) in enumerate(zip(owner.tolist(), lengths, strict=True)):
+                self.passages.setdefault(ids[index], []).append(states.hidden_states[row, :length].clone())
 
     def release(self) -> None:
-        """Forget the encoded documents (they stay in the on-disk cache, if any)."""
-        self.states.clear()
+        """Forget the passages and the documents of a temporary store (a store in a cache folder keeps them)."""
         self.passages.clear()
+        if self.store.is_temporary:
+            self.store.close()
+            self.store = DocumentStore.temporary(self.encoder.fingerprint)
 
-    def document_states(self, doc_ids: list[str]):
-        """The held states of ``doc_ids`` as one right-padded ``MiceDocumentStates``."""
+    def _passage_states(self, keys: list[tuple[str, int]]):
+        """The held states of passages ``(doc_id, index)`` as one right-padded ``MiceDocumentStates``."""
         from modeling_mice import MiceDocumentStates
 
-        hidden = [self.states[doc_id] for doc_id in doc_ids]
+        hidden = [self.passages[doc_id][index] for doc_id, index in keys]
         mask = [torch.ones(len(h), dtype=torch.long) for h in hidden]
         states = MiceDocumentStates(pad_sequence(hidden, batch_first=True), pad_sequence(mask, batch_first=True))
         return states.to(self.model.device)
@@ -197,15 +190,19 @@ class MiceReranker:
         query_inputs = self.model.tokenize_queries(self.tokenizer, [query])
         keys = doc_ids
         if self.long_documents is not None:
-            keys = [(doc_id, k) for doc_id in doc_ids for k in range(self.passages[doc_id])]
+            keys = [(doc_id, k) for doc_id in doc_ids for k in range(len(self.passages[doc_id]))]
         scores: list[float] = []
         for begin in range(0, len(keys), self.batch_size):
-            states = self.document_states(keys[begin : begin + self.batch_size])
+            batch = keys[begin : begin + self.batch_size]
+            if self.long_documents is None:
+                states = self.store.get(batch, device=self.model.device)
+            else:
+                states = self._passage_states(batch)
             logits = self.model.score(**query_inputs, document_states=states).logits
             scores.extend(logits[:, 0].tolist())
         if self.long_documents is None:
             return scores
-        owner = torch.repeat_interleave(torch.tensor([self.passages[doc_id] for doc_id in doc_ids]))
+        owner = torch.repeat_interleave(torch.tensor([len(self.passages[doc_id]) for doc_id in doc_ids]))
         return aggregate_passage_scores(torch.tensor(scores), owner, len(doc_ids), self.long_documents).tolist()
 
     def settings(self) -> dict:
@@ -217,7 +214,8 @@ class MiceReranker:
             "device": str(self.model.device),
             "fusion_layer": config.fusion_layer,
             "interaction_layers": config.interaction_layers,
-            "document_cache": str(self.cache.folder) if self.cache else None,
+            "document_cache": None if self.store.is_temporary else str(self.store.folder),
+            "document_states": self.store.codec.name,
             "long_documents": _describe(self.long_documents),
         }
 
