@@ -4,7 +4,7 @@
     mice evaluate --data ../shared/data/cisi ../shared/data/cacm \\
         --models ce:models/cross-encoder mice:models/mice --depth 100 --json out/evaluation.json
     mice evaluate --data my_beir_folder --run my_first_stage.trec --models models/mice --max_queries 50
-    mice evaluate --data ../shared/data/debian-known-item --first_stage hybrid:models/embedder \
+    mice evaluate --data ../shared/data/debian-known-item --first_stage hybrid:models/embedder \\
         --models mice:models/mice                  # BM25 + dense (faiss) first stage, then MICE
 
 A model is ``ce:PATH`` (any sentence-transformers CrossEncoder folder or Hub id), ``mice:PATH`` (a MICE folder,
