@@ -463,7 +463,7 @@ def test_bad_inputs_raise_clear_errors(models):
     with pytest.raises(ValueError, match="multiple of the number of queries"):
         model(**q, **{k: v[:3] for k, v in d.items()})
     wrong_size = MiceDocumentStates(torch.zeros(4, 5, 16), torch.ones(4, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="hidden size 16"):
+    with pytest.raises(ValueError, match="width 16"):
         model.score(**q, document_states=wrong_size)
     with pytest.raises(TypeError, match="MiceDocumentStates"):
         model.score(**q, document_states=states.hidden_states)
