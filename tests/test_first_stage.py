@@ -163,8 +163,9 @@ def test_evaluate_script_reports_a_bad_first_stage_in_one_line(tiny_embedder, sa
     code = evaluate_script.main(
         ["--data", str(sample_data), "--first-stage", f"hybrid:{tiny_embedder[0]}", "--json", str(tmp_path / "e.json")]
     )
-    error = capsys.readouterr().err.strip()
-    assert code == 2 and error.count("\n") == 0 and "is a cross-encoder, not an embedding model" in error
+    error, hint = capsys.readouterr().err.strip().split("\n")  # the mice command's form: one error line, one hint
+    assert code == 2 and "is a cross-encoder, not an embedding model" in error
+    assert error.startswith("error: ") and hint.startswith("hint: ")
 
 
 def test_evaluate_script_takes_a_dense_first_stage(tiny_embedder, small_beir, tmp_path):
