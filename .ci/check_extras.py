@@ -33,6 +33,10 @@ COVERAGE = {
     "eval": ["evaluation"],
     "hub": ["hub_cards"],
     "space": ["spaces/mice-rerank-demo/app.py"],
+    "entity-lens": ["entity_lens"],
+    "embed": ["embeddings"],
+    "serve": ["serving"],
+    "index": ["indexing"],
 }
 NOT_CHECKED = {"test", "all"}  # the test tools, and everything together (what CI's test run installs)
 

@@ -1,7 +1,8 @@
 """Re-rank a first-stage run on BEIR-layout folders with several systems and report effectiveness and latency.
 
 ``evaluate(EvaluationConfig(...))`` is what ``mice evaluate``, ``scripts/evaluate.py`` and the quickstart run. For
-each folder it builds the first stage (BM25 with bm25s, or a TREC run file), re-ranks its top ``depth`` documents
+each folder it builds the first stage (BM25 with bm25s, a dense or hybrid retriever, or a TREC run file:
+``evaluation.first_stage``), re-ranks its top ``depth`` documents
 with every system, evaluates every run with ir-measures (the first stage included), runs paired t-tests (scipy)
 between systems, and times each query's re-ranking.
 A re-ranked run is the re-ranked top ``depth`` followed by the rest of the first-stage ranking in its order, so
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,24 +24,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ranking_data.beir import (
-    BeirData,
-    BeirFormatError,
-    Run,
-    load_beir,
-    read_trec_run,
-    subsample_queries,
-    top_documents,
-    write_trec_run,
-)
-from ranking_data.bm25 import BM25Retriever
+from indexing.fingerprint import model_fingerprint
+from modeling_mice import LongDocuments
+from ranking_data.beir import BeirData, Run, load_beir, subsample_queries, top_documents, write_trec_run
 
-from .document_cache import model_fingerprint
+from .first_stage import FirstStage, bm25_first_stage, check_run, first_stage_from_spec  # noqa: F401 - re-exported
 from .metrics import DEFAULT_METRICS, compare_runs
 from .rerankers import load_reranker
 
 BM25 = "bm25"
-BM25_DESCRIPTION = "bm25 (bm25s, Lucene k1=0.9 b=0.4, English stopwords + Snowball stemmer)"
 
 
 @dataclass
@@ -66,41 +57,6 @@ def summarize_latency(milliseconds: list[float]) -> dict[str, float]:
         "p50_ms": float(np.percentile(values, 50)),
         "p95_ms": float(np.percentile(values, 95)),
     }
-
-
-def bm25_first_stage(data: BeirData, k: int = 1000, show_progress: bool = False) -> tuple[Run, float]:
-    """BM25 top-``k`` of every judged query, and the retrieval time per query in ms (indexing excluded)."""
-    retriever = BM25Retriever(show_progress=show_progress).index(data.corpus)
-    start = time.perf_counter()
-    run = retriever.search(data.queries, k)
-    return run, 1000 * (time.perf_counter() - start) / max(len(data.queries), 1)
-
-
-def check_run(run: Run, data: BeirData, source: str) -> Run:
-    """Keep the judged queries of a user-given run, checking that it belongs to this collection.
-
-    Raises:
-        BeirFormatError: the run names documents missing from the corpus, or none of the judged queries.
-    """
-    unknown = sorted({doc_id for docs in run.values() for doc_id in docs} - set(data.corpus))
-    if unknown:
-        raise BeirFormatError(
-            f"{source} names {len(unknown)} document id(s) missing from {data.name}/corpus.jsonl, e.g. {unknown[:3]}: "
-            "is it a run for this collection?"
-        )
-    if not set(run) & set(data.queries):
-        raise BeirFormatError(
-            f"{source} ranks none of the {len(data.queries)} judged queries of {data.name} ({data.split} split); "
-            f"its query ids look like {sorted(run)[:3]}, the collection's like {sorted(data.queries)[:3]}"
-        )
-    unranked = [query_id for query_id in data.queries if not run.get(query_id)]
-    if unranked:
-        warnings.warn(
-            f"{source} ranks nothing for {len(unranked)} of the {len(data.queries)} judged queries of {data.name} "
-            f"(e.g. {unranked[:3]}); they count as zero for every system, as in trec_eval -c",
-            stacklevel=2,
-        )
-    return {query_id: run.get(query_id, {}) for query_id in data.queries}
 
 
 def rerank(
@@ -236,7 +192,16 @@ class EvaluationConfig:
         default=None,
         metadata={"help": "A TREC run per data folder as the first stage instead of BM25.", "aliases": ["--run"]},
     )
-    first_stage_k: int = field(default=1000, metadata={"help": "Documents BM25 retrieves (MAP and R@100 over them)."})
+    first_stage: str = field(
+        default=BM25,
+        metadata={
+            "help": "bm25, dense:PATH or hybrid:PATH (PATH: a SentenceTransformer folder; evaluation.first_stage)."
+        },
+    )
+    dense_weight: float = field(default=0.5, metadata={"help": "The dense side's weight in a hybrid first stage."})
+    first_stage_k: int = field(
+        default=1000, metadata={"help": "Documents the first stage retrieves (MAP and R@100 over them)."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Documents scored per forward pass."})
     max_queries: int | None = field(
         default=None, metadata={"help": "Evaluate a reproducible sample of at most this many judged queries."}
@@ -251,7 +216,12 @@ class EvaluationConfig:
     )
     device: str | None = field(default=None, metadata={"help": "Torch device of the models (default: automatic)."})
     cache_folder: str | None = field(
-        default=None, metadata={"help": "On-disk cache of MICE document states.", "aliases": ["--cache"]}
+        default=None,
+        metadata={
+            "help": "Where MICE document states are stored (indexing.DocumentStore.at): a cache folder, or an index "
+            "built by mice index.",
+            "aliases": ["--cache"],
+        },
     )
     runs_folder: str | None = field(
         default=None,
@@ -265,6 +235,16 @@ class EvaluationConfig:
         default=None,
         metadata={"help": "Also run every model through mteb.evaluate on the same candidates.", "aliases": ["--mteb"]},
     )
+    long_documents: str | None = field(
+        default=None,
+        metadata={
+            "help": "maxp, firstp or sumtop:K: score documents longer than a model's window by overlapping passages "
+            "(modeling_mice.LongDocuments) instead of truncating them."
+        },
+    )
+    passage_stride: int | None = field(
+        default=None, metadata={"help": "Tokens between passage starts with long_documents (default: half a passage)."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
@@ -272,10 +252,28 @@ class EvaluationConfig:
             raise ValueError(
                 f"give one run file per data folder: {len(self.run_files)} run file(s), {len(self.data)} folder(s)"
             )
+        self.long_document_scoring()  # a bad spec fails before anything loads
 
-    @property
-    def first_stage(self) -> str:
-        return BM25 if self.run_files is None else "first-stage"
+    def long_document_scoring(self) -> LongDocuments | None:
+        """How long documents are scored (``long_documents`` and ``passage_stride``); None: truncated."""
+        if self.long_documents is None:
+            return None
+        return LongDocuments.parse(self.long_documents, self.passage_stride)
+
+    def build_first_stage(self, names: list[str]) -> FirstStage:
+        """The first stage of ``first_stage`` (or the run files, one per collection of ``names``).
+
+        Raises:
+            FirstStageError: an unknown spec, both a spec and run files, or a model that is no SentenceTransformer.
+        """
+        return first_stage_from_spec(
+            self.first_stage,
+            None if self.run_files is None else dict(zip(names, self.run_files, strict=True)),
+            dense_weight=self.dense_weight,
+            device=self.device,
+            cache_folder=None if self.cache_folder is None else Path(self.cache_folder) / "dense",
+            show_progress=self.progress,
+        )
 
 
 def evaluate(config: EvaluationConfig, systems: dict | None = None) -> dict:
@@ -293,40 +291,48 @@ def evaluate(config: EvaluationConfig, systems: dict | None = None) -> dict:
     names = [data.name for data in collections]
     if len(set(names)) != len(names):
         raise ValueError(f"data folders must have distinct names, got {names}")
-    rerankers = load_systems(config)
-    clashes = set(systems or {}) & {*rerankers, config.first_stage}
+    first_stage = config.build_first_stage(names)
+    rerankers = load_systems(config, first_stage.name)
+    clashes = set(systems or {}) & {*rerankers, first_stage.name}
     if clashes:
         raise ValueError(f"system names {sorted(clashes)} are taken by the models or the first stage; rename them")
     rerankers |= systems or {}
-    report = new_report(config, rerankers)
+    report = new_report(config, first_stage, rerankers)
     fingerprints = {name: model_fingerprint(reranker.model) for name, reranker in rerankers.items()}
-    for index, (folder, data) in enumerate(zip(config.data, collections, strict=True)):
-        run_file = None if config.run_files is None else config.run_files[index]
-        evaluate_collection(report, config, Collection(folder, data, run_file), rerankers, fingerprints)
+    for folder, data in zip(config.data, collections, strict=True):
+        evaluate_collection(report, config, Collection(folder, data, first_stage), rerankers, fingerprints)
     return report
 
 
-def load_systems(config: EvaluationConfig) -> dict:
-    """The re-rankers of ``config.models`` by their short names (``bm25`` is the first stage, not one of them)."""
+def load_systems(config: EvaluationConfig, first_stage: str = BM25) -> dict:
+    """The re-rankers of ``config.models`` by their short names (``bm25`` is the first stage, not one of them);
+    ``first_stage`` names the first stage among the systems a baseline may be."""
     specs = [spec for spec in config.models if spec != BM25]
     rerankers = {
-        name: load_reranker(spec, config.batch_size, config.device, config.cache_folder, config.progress)
+        name: load_reranker(
+            spec,
+            config.batch_size,
+            config.device,
+            config.cache_folder,
+            config.progress,
+            config.long_document_scoring(),
+        )
         for name, spec in zip(system_names(specs), specs, strict=True)
     }
-    systems = [config.first_stage, *rerankers]
+    systems = [first_stage, *rerankers]
     if config.baseline is not None and config.baseline not in systems:
         raise ValueError(f"baseline {config.baseline!r} is not one of the systems {systems}")
     return rerankers
 
 
-def new_report(config: EvaluationConfig, rerankers: dict) -> dict:
+def new_report(config: EvaluationConfig, stage: FirstStage, rerankers: dict) -> dict:
     """The ``evaluation.json`` skeleton: settings and systems, results to be filled per collection."""
-    first_stage = config.first_stage
+    first_stage = stage.name
     return {
         "settings": {
             "split": config.split,
             "depth": config.depth,
-            "first_stage": BM25_DESCRIPTION if config.run_files is None else "run files",
+            "first_stage": stage.describe(),
             "first_stage_k": config.first_stage_k if config.run_files is None else None,
             "batch_size": config.batch_size,
             "max_queries": config.max_queries,
@@ -346,30 +352,23 @@ def new_report(config: EvaluationConfig, rerankers: dict) -> dict:
     }
 
 
-def first_stage_candidates(data: BeirData, config: EvaluationConfig, run_file: str | None) -> tuple[Run, float | None]:
-    """BM25's top ``first_stage_k`` (and its ms per query), or the judged queries of a run file."""
-    if run_file is None:
-        return bm25_first_stage(data, config.first_stage_k, config.progress)
-    return check_run(read_trec_run(run_file), data, str(run_file)), None
-
-
 class Collection(NamedTuple):
-    """One collection to evaluate: its folder, its loaded split, and its first-stage run file (None: BM25)."""
+    """One collection to evaluate: its folder, its loaded split, and the first stage whose candidates are re-ranked."""
 
     folder: str
     data: BeirData
-    run_file: str | None
+    first_stage: FirstStage
 
 
 def evaluate_collection(
     report: dict, config: EvaluationConfig, collection: Collection, rerankers: dict, fingerprints: dict
 ) -> None:
     """Re-rank one collection with every system, compare the runs, and add the figures to ``report``."""
-    full_data, run_file = collection.data, collection.run_file
+    full_data = collection.data
     data = subsample_queries(full_data, config.max_queries, config.seed)
-    candidates, first_stage_ms = first_stage_candidates(data, config, run_file)
-    source = BM25 if run_file is None else str(run_file)
-    runs, timings = {config.first_stage: candidates}, {}
+    retrieved = collection.first_stage.retrieve(data, config.first_stage_k)
+    candidates, first_stage_ms, source = retrieved.run, retrieved.ms_per_query, retrieved.source
+    runs, timings = {collection.first_stage.name: candidates}, {}
     for name, reranker in rerankers.items():
         record = (
             None if config.runs_folder is None else Path(config.runs_folder) / data.name / f"{_file_name(name)}.json"
@@ -393,6 +392,7 @@ def evaluate_collection(
         "documents": len(data.corpus),
         "first_stage": source,
         "first_stage_ms_per_query": first_stage_ms,
+        **({"first_stage_details": retrieved.details} if retrieved.details else {}),
         "queries_with_candidates": sum(1 for ranking in candidates.values() if ranking),
     }
     for name, run in runs.items():

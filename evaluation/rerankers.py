@@ -15,7 +15,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
-from .document_cache import DocumentStateCache, model_fingerprint
+from indexing.encoding import DocumentEncoder
+from indexing.store import DocumentStore
 
 
 class ModelPathError(ValueError):
@@ -31,11 +32,14 @@ class CrossEncoderReranker:
 
     kind = "cross-encoder"
 
-    def __init__(self, model_name_or_path: str, batch_size: int = 32, device: str | None = None, **kwargs):
+    def __init__(
+        self, model_name_or_path: str, batch_size: int = 32, device: str | None = None, long_documents=None, **kwargs
+    ):
         from sentence_transformers import CrossEncoder
 
         self.model_name_or_path = model_name_or_path
         self.batch_size = batch_size
+        self.long_documents = long_documents
         # Identity: rank by raw logits, as the losses train them; a Sigmoid would only turn large logits into ties.
         try:
             self.model = CrossEncoder(
@@ -56,7 +60,9 @@ class CrossEncoderReranker:
         """Nothing is held between queries."""
 
     def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
-        """Raw scores of ``query`` against each document text."""
+        """Raw scores of ``query`` against each document text (by passages with ``long_documents``)."""
+        if self.long_documents is not None:
+            return self._score_passages(query, documents)
         scores = self.model.predict(
             [(query, text) for text in documents],
             batch_size=self.batch_size,
@@ -65,21 +71,42 @@ class CrossEncoderReranker:
         )
         return [float(score) for score in scores.reshape(len(documents), -1)[:, 0]]
 
+    @torch.inference_mode()
+    def _score_passages(self, query: str, documents: list[str]) -> list[float]:
+        from modeling_mice import aggregate_passage_scores, tokenize_passages
+
+        length = self.model.max_length or self.model.tokenizer.model_max_length
+        stride = self.long_documents.stride
+        encoded, owner = tokenize_passages(self.model.tokenizer, documents, length, stride, query)
+        logits = [
+            self.model.model(**{k: v[i : i + self.batch_size].to(self.model.device) for k, v in encoded.items()})
+            .logits[:, 0]
+            .float()
+            .cpu()
+            for i in range(0, len(owner), self.batch_size)
+        ]
+        return aggregate_passage_scores(torch.cat(logits), owner, len(documents), self.long_documents).tolist()
+
     def settings(self) -> dict:
         return {
             "kind": self.kind,
             "model": self.model_name_or_path,
             "batch_size": self.batch_size,
             "device": str(self.model.device),
+            "long_documents": _describe(self.long_documents),
         }
 
 
 class MiceReranker:
     """MICE re-ranking with documents encoded once (``encode_documents``) and scored with ``score``.
 
-    ``prepare(documents)`` encodes the documents not yet held (or loads them from a ``DocumentStateCache``), keeping
-    each one's states trimmed to its length; ``score_query`` then runs the query's lower layers once and its
-    interaction layers against up to ``batch_size`` documents at a time.
+    The states live in an ``indexing.DocumentStore``: ``prepare(documents)`` encodes the documents it does not hold
+    yet, and ``score_query`` runs the query's lower layers once and its interaction layers against up to
+    ``batch_size`` stored documents at a time. ``cache_folder`` names that store: a folder of per-model stores kept
+    between runs, or an index built by ``mice index`` (its compression is then what is evaluated); without one the
+    store is temporary and forgotten after each chunk of queries. With ``long_documents`` each document is encoded
+    as overlapping passages, held in memory (the store keeps one entry per document), and its passages' scores are
+    aggregated (``modeling_mice.LongDocuments``).
     """
 
     kind = "mice"
@@ -91,6 +118,7 @@ class MiceReranker:
         device: str | None = None,
         cache_folder: str | Path | None = None,
         show_progress: bool = True,
+        long_documents=None,
     ):
         from transformers import AutoTokenizer
 
@@ -104,60 +132,78 @@ class MiceReranker:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = MiceForSequenceClassification.from_pretrained(model_name_or_path).eval().to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        self.cache = DocumentStateCache(cache_folder, model_fingerprint(self.model)) if cache_folder else None
-        self.states: dict[str, torch.Tensor] = {}
+        if cache_folder and long_documents is not None:
+            raise ValueError("the document store does not hold passages yet: drop --cache or --long-documents")
+        self.encoder = DocumentEncoder(self.model, self.tokenizer, batch_size, show_progress)
+        self.store = DocumentStore.at(cache_folder, self.encoder.fingerprint)
+        self.long_documents = long_documents
+        self.passages: dict[str, list[torch.Tensor]] = {}  # with long documents: each document's passage states
+
+    def prepare(self, documents: dict[str, str]) -> float:
+        """Encode the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
+        start = time.perf_counter()
+        if self.long_documents is None:
+            self.store.encode_missing(documents, self.encoder)
+        else:
+            self._encode_passages({doc_id: text for doc_id, text in documents.items() if doc_id not in self.passages})
+        return time.perf_counter() - start
 
     @torch.inference_mode()
-    def prepare(self, documents: dict[str, str]) -> float:
-        """Encode (or load from the cache) the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
-        start = time.perf_counter()
-        missing = {doc_id: text for doc_id, text in documents.items() if doc_id not in self.states}
-        if self.cache is not None and missing:
-            self.states.update(self.cache.get(missing))
-            missing = {doc_id: text for doc_id, text in missing.items() if doc_id not in self.states}
+    def _encode_passages(self, missing: dict[str, str]) -> None:
         # Length-sorted batches waste little work on padding.
         ordered = sorted(missing, key=lambda doc_id: len(missing[doc_id]))
-        encoded: dict[str, torch.Tensor] = {}
         for begin in tqdm(
             range(0, len(ordered), self.batch_size),
-            desc="encoding documents",
+            desc="encoding passages",
             disable=not self.show_progress or not ordered,
             leave=False,
         ):
             ids = ordered[begin : begin + self.batch_size]
-            inputs = self.model.tokenize_documents(self.tokenizer, [missing[doc_id] for doc_id in ids])
+            texts = [missing[doc_id] for doc_id in ids]
+            inputs, owner = self.model.tokenize_passages(self.tokenizer, texts, self.long_documents.stride)
             states = self.model.encode_documents(**inputs)
             lengths = states.attention_mask.sum(dim=1).tolist()
-            for doc_id, hidden, length in zip(ids, states.hidden_states, lengths, strict=True):
-                encoded[doc_id] = hidden[:length].clone()
-        if self.cache is not None and encoded:
-            self.cache.put({doc_id: states.cpu() for doc_id, states in encoded.items()}, missing)
-        self.states.update(encoded)
-        return time.perf_counter() - start
+            for row, (index, length) in enumerate(zip(owner.tolist(), lengths, strict=True)):
+                self.passages.setdefault(ids[index], []).append(states.hidden_states[row, :length].clone())
 
     def release(self) -> None:
-        """Forget the encoded documents (they stay in the on-disk cache, if any)."""
-        self.states.clear()
+        """Forget the passages and the documents of a temporary store (a store in a cache folder keeps them)."""
+        self.passages.clear()
+        if self.store.is_temporary:
+            self.store.close()
+            self.store = DocumentStore.temporary(self.encoder.fingerprint)
 
-    def document_states(self, doc_ids: list[str]):
-        """The held states of ``doc_ids`` as one right-padded ``MiceDocumentStates``."""
+    def _passage_states(self, keys: list[tuple[str, int]]):
+        """The held states of passages ``(doc_id, index)`` as one right-padded ``MiceDocumentStates``."""
         from modeling_mice import MiceDocumentStates
 
-        hidden = [self.states[doc_id] for doc_id in doc_ids]
+        hidden = [self.passages[doc_id][index] for doc_id, index in keys]
         mask = [torch.ones(len(h), dtype=torch.long) for h in hidden]
         states = MiceDocumentStates(pad_sequence(hidden, batch_first=True), pad_sequence(mask, batch_first=True))
         return states.to(self.model.device)
 
     @torch.inference_mode()
     def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
-        """Raw scores of ``query`` against the prepared documents ``doc_ids``."""
+        """Raw scores of ``query`` against the prepared documents ``doc_ids`` (by passages with ``long_documents``)."""
+        from modeling_mice import aggregate_passage_scores
+
         query_inputs = self.model.tokenize_queries(self.tokenizer, [query])
+        keys = doc_ids
+        if self.long_documents is not None:
+            keys = [(doc_id, k) for doc_id in doc_ids for k in range(len(self.passages[doc_id]))]
         scores: list[float] = []
-        for begin in range(0, len(doc_ids), self.batch_size):
-            states = self.document_states(doc_ids[begin : begin + self.batch_size])
+        for begin in range(0, len(keys), self.batch_size):
+            batch = keys[begin : begin + self.batch_size]
+            if self.long_documents is None:
+                states = self.store.get(batch, device=self.model.device)
+            else:
+                states = self._passage_states(batch)
             logits = self.model.score(**query_inputs, document_states=states).logits
             scores.extend(logits[:, 0].tolist())
-        return scores
+        if self.long_documents is None:
+            return scores
+        owner = torch.repeat_interleave(torch.tensor([len(self.passages[doc_id]) for doc_id in doc_ids]))
+        return aggregate_passage_scores(torch.tensor(scores), owner, len(doc_ids), self.long_documents).tolist()
 
     def settings(self) -> dict:
         config = self.model.config
@@ -168,7 +214,9 @@ class MiceReranker:
             "device": str(self.model.device),
             "fusion_layer": config.fusion_layer,
             "interaction_layers": config.interaction_layers,
-            "document_cache": str(self.cache.folder) if self.cache else None,
+            "document_cache": None if self.store.is_temporary else str(self.store.folder),
+            "document_states": self.store.codec.name,
+            "long_documents": _describe(self.long_documents),
         }
 
 
@@ -195,6 +243,10 @@ class TeacherReranker:
 
     def settings(self) -> dict:
         return {"kind": self.kind, **self.teacher.describe()}
+
+
+def _describe(long_documents) -> dict | None:
+    return None if long_documents is None else dict(long_documents.__dict__)
 
 
 def detect_model_kind(path: str | Path) -> str:
@@ -226,6 +278,7 @@ def load_reranker(
     device: str | None = None,
     cache_folder: str | Path | None = None,
     show_progress: bool = True,
+    long_documents=None,
 ):
     """Build a re-ranker from ``ce:PATH``, ``mice:PATH`` or a bare ``PATH`` (kind read from its ``config.json``).
 
@@ -237,5 +290,5 @@ def load_reranker(
     if kind == "mice" and detected != "mice":
         raise ModelPathError(f"{path} is not a MICE model (its config.json model_type is not 'mice'); use ce:{path}")
     if (kind or ("ce" if detected == "cross-encoder" else "mice")) == "mice":
-        return MiceReranker(path, batch_size, device, cache_folder, show_progress)
-    return CrossEncoderReranker(path, batch_size, device)
+        return MiceReranker(path, batch_size, device, cache_folder, show_progress, long_documents)
+    return CrossEncoderReranker(path, batch_size, device, long_documents)

@@ -1,8 +1,8 @@
 """Readers for what training, evaluation and teacher-data runs record; the cards are filled only from these.
 
 Each input format is read in exactly one function here, so a change in a producer's layout is fixed in one place:
-`read_training_record` (trainers), `read_evaluation` (evaluation), `read_latency` (scripts/bench_latency.py),
-`read_teacher_dataset` (ranking_data.teacher_data).
+`read_training_record` (trainers), `read_embedder_record` (embeddings), `read_evaluation` (evaluation),
+`read_latency` (scripts/bench_latency.py), `read_teacher_dataset` (ranking_data.teacher_data).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 TRAINING_RECORD = "training_record.json"
+EMBEDDER_RECORD = "embedder_record.json"
 EVALUATION_FILE = "evaluation.json"
 # Metrics in the order the cards show them; anything else recorded follows.
 METRIC_ORDER = ("ndcg@10", "mrr@10", "recall@100", "map")
@@ -105,6 +106,18 @@ def training_budget(record: dict[str, Any]) -> str:
     if "conversion" in record:
         budget += "; converted from a cross-encoder, no labels"
     return budget
+
+
+def read_embedder_record(model_folder: str | Path) -> dict[str, Any]:
+    """`embedder_record.json` of a light dual encoder written by `embeddings.distillation.distill_embedder`."""
+    path = Path(model_folder) / EMBEDDER_RECORD
+    record = _load_json(path, "embedder record")
+    if record.get("model_type") != "dual-encoder":
+        raise RecordError(f"{path}: model_type must be 'dual-encoder', found {record.get('model_type')!r}")
+    for key in ("source", "layers", "copied_layers", "objectives", "data", "hyperparameters"):
+        if key not in record:
+            raise RecordError(f"{path} has no {key!r}: it is written by `mice distill-embedder`; re-run it")
+    return record
 
 
 def find_evaluation_file(model_folder: str | Path) -> Path | None:

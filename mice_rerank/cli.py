@@ -23,6 +23,15 @@ COMMANDS = {
     "train": ("mice_rerank.commands.train", "distil a cross-encoder or MICE from a teacher-score dataset"),
     "evaluate": ("mice_rerank.commands.evaluate", "re-rank BEIR folders: metrics, significance, latency"),
     "convert": ("mice_rerank.commands.convert", "turn a trained cross-encoder into a MICE model that ranks like it"),
+    "entity-lens": ("entity_lens.cli", "decode an entity's mention from each layer of a language model"),
+    "distill-embedder": ("embeddings.cli", "a light dual encoder (DE-2) distilled from a cross-encoder's early layers"),
+    "serve": (
+        "mice_rerank.commands.serve",
+        "HTTP /rerank server (TEI, Cohere/Jina shapes) for MICE or a cross-encoder",
+    ),
+    "export-onnx": ("mice_rerank.commands.export_onnx", "ONNX graphs (fp32, int8) of a MICE or cross-encoder model"),
+    "index": ("indexing.index_command", "encode a corpus once into a searchable MICE index (resumable)"),
+    "search": ("indexing.search_command", "search a MICE index: first stage, then MICE re-ranking"),
 }
 
 # Exceptions that report bad input, by class path (this module imports none of them), with what to do about it. The
@@ -32,9 +41,17 @@ ERROR_HINTS = {
     "ranking_data.teacher_data.TeacherDataError": "scripts/build_teacher_dataset.py builds a teacher dataset",
     "trainers.config.ConfigError": "`mice train --help` lists the settings and their defaults",
     "evaluation.rerankers.ModelPathError": "pass a folder written by save_pretrained, or a Hub id such as org/name",
-    "evaluation.document_cache.DocumentCacheError": "delete the cache file named above; its documents are re-encoded",
+    "indexing.store.FingerprintMismatchError": "pass the model the states were stored with, or another store folder",
+    "indexing.store.StoreError": "delete the store folder named above (its documents are re-encoded), or pass another",
+    "indexing.build.IndexBuildError": "`mice index --help`; the same command again resumes an interrupted build",
+    "indexing.codecs.CodecError": "the compression is float32, float16, int8, pqM or opqM (e.g. opq64)",
+    "indexing.mice_index.EmptyIndexError": "build the index with `mice index` first",
     "trainers.conversion.ConversionError": "`mice convert --help` lists the settings and what each expects",
     "hub_cards.records.RecordError": "the folder must hold what a training or evaluation run writes",
+    "embeddings.early_layers.EarlyLayerError": "pass a cross-encoder or MICE folder, with at most as many layers as it has",
+    "evaluation.first_stage.FirstStageError": "the first stage is bm25, dense:PATH or hybrid:PATH (a SentenceTransformer)",
+    "serving.onnx_export.OnnxExportError": "`mice export-onnx --model MODEL` writes the graphs the ONNX backends read",
+    "entity_lens.errors.EntityLensError": "`mice entity-lens --help` lists the options and what each expects",
     "builtins.FileNotFoundError": "check the path",
     "builtins.ValueError": "check the arguments (`mice COMMAND --help`)",
 }
@@ -154,3 +171,7 @@ def _flag_field(field: dataclasses.Field, hint: type) -> dataclasses.Field:
         {**field.metadata, "help": field.metadata.get("help", "") + shown.replace("%", "%%")}
     )
     return flag
+
+
+if __name__ == "__main__":  # python -m mice_rerank.cli VERB ... (e.g. under accelerate launch)
+    sys.exit(main())

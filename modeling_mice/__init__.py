@@ -10,13 +10,17 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from .configuration_mice import SUPPORTED_ENCODERS, MiceConfig
 from .modeling_mice import (
+    MiceDocumentEncoder,
+    MiceDocumentKeyValues,
     MiceDocumentStates,
     MiceForSequenceClassification,
     MiceModel,
     MiceModelOutput,
     MicePreTrainedModel,
+    MiceQueryScorer,
     MiceSequenceClassifierOutput,
 )
+from .passages import LongDocuments, aggregate_passage_scores, tokenize_passages
 
 AutoConfig.register(MiceConfig.model_type, MiceConfig, exist_ok=True)
 AutoModel.register(MiceConfig, MiceModel, exist_ok=True)
@@ -27,11 +31,17 @@ MiceForSequenceClassification.register_for_auto_class("AutoModelForSequenceClass
 
 __all__ = [
     "SUPPORTED_ENCODERS",
+    "LongDocuments",
     "MiceConfig",
+    "MiceDocumentEncoder",
+    "MiceDocumentKeyValues",
     "MiceDocumentStates",
     "MiceForSequenceClassification",
     "MiceModel",
     "MiceModelOutput",
     "MicePreTrainedModel",
+    "MiceQueryScorer",
     "MiceSequenceClassifierOutput",
+    "aggregate_passage_scores",
+    "tokenize_passages",
 ]

@@ -17,6 +17,11 @@ terms in the query self-attention). ModernBERT applies each interaction layer's 
 the query, as in the paper's Ettin models. A query token with no allowed document key (the [CLS] under
 `mask_cls_to_doc`, padding) gets an exactly zero cross-attention context, not a uniform average or NaN.
 
+Attention: every self- and cross-attention goes through transformers' attention interface (`ALL_ATTENTION_FUNCTIONS`,
+masks from `transformers.masking_utils`), so `attn_implementation` "eager", "sdpa" or "flex_attention" reaches every
+layer. MPNet and DeBERTa compute their self-attention in their own transformers code (relative position terms), so
+MICE on them runs eager only. Flash-attention is not offered (see `MicePreTrainedModel`).
+
 Scores are raw logits `(batch, num_labels)`; no activation is applied inside the model. This file and
 `configuration_mice.py` depend only on torch and transformers, so they travel to the Hub as remote code.
 """
@@ -25,16 +30,21 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
+from transformers.masking_utils import (
+    ALL_MASK_ATTENTION_FUNCTIONS,
+    and_masks,
+    bidirectional_mask_function,
+    sliding_window_bidirectional_overlay,
+)
 from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
-from transformers.modeling_utils import PreTrainedModel
-from transformers.models.bert.modeling_bert import BertAttention, BertLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.bert.modeling_bert import BertAttention, BertLayer, eager_attention_forward
 from transformers.models.deberta_v2.modeling_deberta_v2 import ContextPooler, DebertaV2Attention, DebertaV2Layer
 from transformers.models.electra.modeling_electra import ElectraAttention, ElectraClassificationHead, ElectraLayer
 from transformers.models.modernbert.modeling_modernbert import (
@@ -48,6 +58,7 @@ from transformers.models.roberta.modeling_roberta import RobertaAttention, Rober
 from transformers.utils import logging
 
 from .configuration_mice import MiceConfig
+from .passages import tokenize_passages
 
 logger = logging.get_logger(__name__)
 
@@ -56,8 +67,58 @@ logger = logging.get_logger(__name__)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class _DocumentTensors:
+    """Per-token tensors of right-padded documents: `values (N, Ld, D)` (the first field) and `attention_mask (N, Ld)`.
+
+    Index them (`x[3]`, `x[[0, 5]]`, `x[2:10]`), join several with `concatenate`, move them with `.to(device)`.
+    """
+
+    attention_mask: torch.Tensor
+
+    @property
+    def values(self) -> torch.Tensor:
+        return getattr(self, fields(self)[0].name)
+
+    def __post_init__(self):
+        name = fields(self)[0].name
+        if self.values.dim() != 3 or self.attention_mask.dim() != 2:
+            raise ValueError(
+                f"{type(self).__name__} needs {name} of shape (N, Ld, D) and attention_mask of shape (N, Ld); got "
+                f"{tuple(self.values.shape)} and {tuple(self.attention_mask.shape)}."
+            )
+        if self.values.shape[:2] != self.attention_mask.shape:
+            raise ValueError(
+                f"{name} {tuple(self.values.shape)} and attention_mask {tuple(self.attention_mask.shape)} disagree on "
+                "(N, Ld)."
+            )
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return type(self)(self.values[index], self.attention_mask[index])
+
+    def to(self, *args, **kwargs):
+        """Move (or cast) the values like `torch.Tensor.to`; the mask keeps its integer dtype."""
+        mask_args = [a for a in args if not isinstance(a, torch.dtype)]
+        mask_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+        return type(self)(self.values.to(*args, **kwargs), self.attention_mask.to(*mask_args, **mask_kwargs))
+
+    @classmethod
+    def concatenate(cls, parts: list):
+        """Join documents encoded in different batches (right-padded to the longest)."""
+        if not parts:
+            raise ValueError(f"{cls.__name__}.concatenate needs at least one {cls.__name__}.")
+        length = max(part.values.shape[1] for part in parts)
+        values = [F.pad(part.values, (0, 0, 0, length - part.values.shape[1])) for part in parts]
+        masks = [F.pad(part.attention_mask, (0, length - part.attention_mask.shape[1])) for part in parts]
+        return cls(torch.cat(values), torch.cat(masks))
+
+
 @dataclass
-class MiceDocumentStates:
+class MiceDocumentStates(_DocumentTensors):
     """Documents encoded by the independent layers, ready to be scored against any query.
 
     Attributes:
@@ -72,43 +133,32 @@ class MiceDocumentStates:
     hidden_states: torch.Tensor
     attention_mask: torch.Tensor
 
-    def __post_init__(self):
-        if self.hidden_states.dim() != 3 or self.attention_mask.dim() != 2:
+
+@dataclass
+class MiceDocumentKeyValues(_DocumentTensors):
+    """Documents as the keys and values that every interaction layer's cross-attention reads: scoring them is
+    query-side work only (no projection of the documents), at `2 * interaction_layers` times the storage of the
+    states. Made by `document_key_values(states)` (or `encode_documents(..., key_values=True)`); same container
+    behaviour as `MiceDocumentStates`, and scored the same way, exactly.
+
+    Attributes:
+        key_values: `(N, Ld, interaction_layers * 2 * H)`: per token, layer after layer, the key then the value
+            projection (zeros at padding).
+        attention_mask: `(N, Ld)` 1 for document tokens, 0 for padding.
+    """
+
+    key_values: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def per_layer(self, hidden_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The `(N, Ld, H)` keys and values of each interaction layer, in order (views, no copy)."""
+        if self.key_values.shape[-1] % (2 * hidden_size):
             raise ValueError(
-                "MiceDocumentStates needs hidden_states of shape (N, Ld, H) and attention_mask of shape (N, Ld); got "
-                f"{tuple(self.hidden_states.shape)} and {tuple(self.attention_mask.shape)}."
+                f"key_values of width {self.key_values.shape[-1]} are not keys and values of hidden size {hidden_size}: "
+                "they were made by a different model"
             )
-        if self.hidden_states.shape[:2] != self.attention_mask.shape:
-            raise ValueError(
-                f"hidden_states {tuple(self.hidden_states.shape)} and attention_mask "
-                f"{tuple(self.attention_mask.shape)} disagree on (N, Ld)."
-            )
-
-    def __len__(self) -> int:
-        return self.hidden_states.shape[0]
-
-    def __getitem__(self, index) -> MiceDocumentStates:
-        if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
-        return MiceDocumentStates(self.hidden_states[index], self.attention_mask[index])
-
-    def to(self, *args, **kwargs) -> MiceDocumentStates:
-        """Move (or cast) the states like `torch.Tensor.to`; the mask keeps its integer dtype."""
-        mask_args = [a for a in args if not isinstance(a, torch.dtype)]
-        mask_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
-        return MiceDocumentStates(
-            self.hidden_states.to(*args, **kwargs), self.attention_mask.to(*mask_args, **mask_kwargs)
-        )
-
-    @classmethod
-    def concatenate(cls, states: list[MiceDocumentStates]) -> MiceDocumentStates:
-        """Join cached documents encoded in different batches (right-padded to the longest)."""
-        if not states:
-            raise ValueError("MiceDocumentStates.concatenate needs at least one MiceDocumentStates.")
-        length = max(s.hidden_states.shape[1] for s in states)
-        hidden = [F.pad(s.hidden_states, (0, 0, 0, length - s.hidden_states.shape[1])) for s in states]
-        masks = [F.pad(s.attention_mask, (0, length - s.attention_mask.shape[1])) for s in states]
-        return cls(torch.cat(hidden), torch.cat(masks))
+        chunks = self.key_values.split(hidden_size, dim=-1)
+        return list(zip(chunks[0::2], chunks[1::2], strict=True))
 
 
 @dataclass
@@ -143,11 +193,62 @@ class MiceSequenceClassifierOutput(SequenceClassifierOutput):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _backend_mask(allowed: torch.Tensor, dtype: torch.dtype, implementation: str) -> torch.Tensor:
-    """A boolean `(B, 1, Lq, Lk)` "may attend" mask in the form the attention backend expects."""
-    if implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+def _only_cls_sees_cls(batch_idx, head_idx, q_idx, kv_idx):
+    """`mask_query_to_cls` as a transformers mask function: the query [CLS] is a key for itself only."""
+    return (kv_idx != 0) | (q_idx == 0)
+
+
+def _attention_mask(
+    implementation: str,
+    key_valid: torch.Tensor,
+    query_length: int,
+    dtype: torch.dtype,
+    *overlays,
+    materialize: bool = False,
+):
+    """The `(B, 1, Lq, Lk)` mask of the keys `key_valid (B, Lk)` and the index-based mask functions `overlays`, in
+    the form the attention backend takes (additive for eager, boolean for sdpa, a `BlockMask` for flex), built by
+    transformers' mask interface; `None` where nothing is masked, unless `materialize`.
+
+    (`create_bidirectional_mask` builds the same, but turns to `vmap` for any extra mask function, which costs more
+    than the attention itself on short queries; these overlays are plain index arithmetic, so they broadcast.)
+    """
+    return ALL_MASK_ATTENTION_FUNCTIONS[implementation](
+        batch_size=key_valid.shape[0],
+        q_length=query_length,
+        kv_length=key_valid.shape[1],
+        mask_function=and_masks(bidirectional_mask_function, *overlays),
+        attention_mask=key_valid,
+        dtype=dtype,
+        allow_is_causal_skip=False,
+        allow_is_bidirectional_skip=not (overlays or materialize),
+        use_vmap=False,
+        device=key_valid.device,
+    )
+
+
+def _query_mask(
+    config: MiceConfig,
+    hidden: torch.Tensor,
+    query_valid: torch.Tensor,
+    sliding: bool = False,
+    materialize: bool = False,
+):
+    """The query self-attention mask of the interaction layers for the configured backend: the query's padding and,
+    under `mask_query_to_cls`, no query token but the [CLS] itself attending to the [CLS]; `sliding` adds the
+    encoder's local window (ModernBERT)."""
+    encoder = config.encoder_config
+    overlays = [_only_cls_sees_cls] if config.mask_query_to_cls else []
+    if sliding:
+        overlays.append(sliding_window_bidirectional_overlay(encoder.sliding_window))
+    return _attention_mask(
+        encoder._attn_implementation, query_valid, hidden.shape[1], hidden.dtype, *overlays, materialize=materialize
+    )
+
+
+def _repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
+    """Each row `times` times in a row (`repeat_interleave` on dim 0, as a broadcast that tracing keeps symbolic)."""
+    return tensor.unsqueeze(1).expand(-1, times, *tensor.shape[1:]).flatten(0, 1)
 
 
 def _split_heads(states: torch.Tensor, heads: int) -> torch.Tensor:
@@ -162,6 +263,7 @@ class _Tokens:
     """
 
     def __init__(self, valid: torch.Tensor):
+        self.valid = valid
         self.shape = valid.shape
         self.index = valid.reshape(-1).nonzero().squeeze(1)
 
@@ -178,37 +280,19 @@ class _Tokens:
         return flat.index_copy(0, self.index, packed).view(*self.shape, -1)
 
 
-def _cross_attend(
-    module: nn.Module,
-    implementation: str,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    allowed: torch.Tensor,
-    scaling: float,
-    dropout: float,
-    need_weights: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scaled dot-product attention of `query (N, h, Lq, d)` over `key`/`value (N, h, Ld, d)`.
+class _AllTokens(_Tokens):
+    """`_Tokens` that keeps the padding: per-token modules run on every position. The traceable form (no
+    data-dependent shapes) that `torch.export` and ONNX need; same scores, as padding never reaches a valid token."""
 
-    `allowed (N, 1, Lq, Ld)` says which document keys each query token may see. A row with no allowed key gets an
-    exactly zero context (and zero weights): it is computed over all keys, which keeps softmax finite, then zeroed.
-    Returns the context `(N, Lq, h * d)` and, with `need_weights`, the weights `(N, h, Lq, Ld)`.
-    """
-    has_key = allowed.any(dim=-1, keepdim=True)
-    safe = allowed | ~has_key
-    dropout = dropout if module.training else 0.0
-    if implementation == "sdpa" and not need_weights:
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=safe, dropout_p=dropout, scale=scaling)
-        weights = None
-    else:
-        scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
-        scores = scores.masked_fill(~safe, torch.finfo(scores.dtype).min)
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
-        context = torch.matmul(weights, value)
-        weights = weights * has_key
-    context = context * has_key
-    return context.transpose(1, 2).reshape(query.shape[0], query.shape[2], -1), weights
+    def __init__(self, valid: torch.Tensor):
+        self.valid = valid
+        self.shape = valid.shape
+
+    def pack(self, states: torch.Tensor) -> torch.Tensor:
+        return states
+
+    def unpack(self, packed: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        return packed
 
 
 def _seed_from(target: nn.Module, source: nn.Module) -> None:
@@ -241,7 +325,9 @@ class _EncoderFamily:
 
     layers_path = "encoder.layer"  # where the layers live inside the family's base model
     backbone_kwargs: dict = {}  # extra arguments of the family's base model class
-    supports_sdpa = True
+    # Whether the family's transformers code computes self-attention through the attention interface
+    # (`ALL_ATTENTION_FUNCTIONS`), so that sdpa and flex attention reach it; MPNet and DeBERTa compute it themselves.
+    attention_interface = True
 
     def __init__(self, encoder_config):
         self.config = encoder_config
@@ -268,9 +354,9 @@ class _EncoderFamily:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
 
-    def prepare(self, model, hidden: torch.Tensor, allowed: torch.Tensor) -> dict:
+    def prepare(self, model, hidden: torch.Tensor, query_valid: torch.Tensor) -> dict:
         """What the query self-attention of every interaction layer needs: the mask in the backend's form, positions."""
-        return {"mask": _backend_mask(allowed, hidden.dtype, model.config._attn_implementation)}
+        return {"mask": _query_mask(model.config, hidden, query_valid)}
 
     def self_attention(self, layer, hidden, context) -> torch.Tensor:
         return layer.attention(hidden, attention_mask=context["mask"])[0]
@@ -362,7 +448,7 @@ class _MPNetFamily(_EncoderFamily):
     """
 
     backbone_kwargs = {"add_pooling_layer": False}
-    supports_sdpa = False
+    attention_interface = False
 
     def build_layer(self, config, index):
         return MPNetLayer(config)
@@ -373,9 +459,9 @@ class _MPNetFamily(_EncoderFamily):
     def build_head(self, config):
         return nn.ModuleDict({"classifier": MPNetClassificationHead(config)})
 
-    def prepare(self, model, hidden, allowed):
+    def prepare(self, model, hidden, query_valid):
         return {
-            "mask": _backend_mask(allowed, hidden.dtype, "eager"),
+            "mask": _query_mask(model.config, hidden, query_valid),
             "position_bias": model.backbone.encoder.compute_position_bias(hidden),
         }
 
@@ -404,7 +490,7 @@ class _DebertaV2Family(_EncoderFamily):
     scale they were trained for.
     """
 
-    supports_sdpa = False
+    attention_interface = False
 
     def build_layer(self, config, index):
         return DebertaV2Layer(config)
@@ -424,10 +510,10 @@ class _DebertaV2Family(_EncoderFamily):
             }
         )
 
-    def prepare(self, model, hidden, allowed):
+    def prepare(self, model, hidden, query_valid):
         encoder = model.backbone.encoder
         return {
-            "mask": allowed,  # DeBERTa takes a boolean "may attend" mask
+            "mask": _query_mask(model.config, hidden, query_valid, materialize=True) == 0,  # DeBERTa: "may attend"
             "relative_pos": encoder.get_rel_pos(hidden),
             "rel_embeddings": encoder.get_rel_embedding(),
         }
@@ -464,6 +550,7 @@ class _ModernBertFamily(_EncoderFamily):
     layers_path = "layers"
 
     def build_backbone(self, model_class, lower_config):
+        lower_config.tie_last_hidden_states = False  # see `lower`
         backbone = super().build_backbone(model_class, lower_config)
         # Its rotary embedding knows only the attention types of the independent layers; the interaction layers
         # read it too (`prepare`), and may be of a type the lower ones lack (e.g. a sliding layer above fusion
@@ -491,33 +578,20 @@ class _ModernBertFamily(_EncoderFamily):
         )
 
     def lower(self, backbone, input_ids, attention_mask, token_type_ids):
-        # ModernBertModel.forward without its final norm (its hidden_states[-1] is normed too): the document states
-        # are the last independent layer's raw output, as for the other families.
-        hidden = backbone.embeddings(input_ids=input_ids)
-        arguments = {"config": backbone.config, "inputs_embeds": hidden, "attention_mask": attention_mask}
-        masks = {
-            "full_attention": create_bidirectional_mask(**arguments),
-            "sliding_attention": create_bidirectional_sliding_window_mask(**arguments),
-        }
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
-        rotary = {kind: backbone.rotary_emb(hidden, positions, kind) for kind in set(backbone.config.layer_types)}
-        for layer in backbone.layers:
-            kind = layer.attention_type
-            hidden = layer(hidden, attention_mask=masks[kind], position_embeddings=rotary[kind])
-        return hidden
+        # ModernBertModel norms its output (`final_norm`); the document states are the last independent layer's raw
+        # output, as for the other families, which `hidden_states[-1]` holds when not tied to `last_hidden_state`.
+        output = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=[-1])
+        return output.hidden_states[-1]
 
-    def prepare(self, model, hidden, allowed):
-        implementation = model.config._attn_implementation
-        positions = torch.arange(hidden.shape[1], device=hidden.device)
-        window = (positions[:, None] - positions[None, :]).abs() <= self.config.sliding_window
+    def prepare(self, model, hidden, query_valid):
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
         rotary = model.backbone.rotary_emb
-        layer_types = set(self.config.layer_types)
         return {
             "mask": {
-                "full_attention": _backend_mask(allowed, hidden.dtype, implementation),
-                "sliding_attention": _backend_mask(allowed & window, hidden.dtype, implementation),
+                "full_attention": _query_mask(model.config, hidden, query_valid),
+                "sliding_attention": _query_mask(model.config, hidden, query_valid, sliding=True),
             },
-            "rotary": {kind: rotary(hidden, positions[None], kind) for kind in layer_types},
+            "rotary": {kind: rotary(hidden, positions, kind) for kind in set(self.config.layer_types)},
         }
 
     def self_attention(self, layer, hidden, context):
@@ -595,14 +669,22 @@ class MicePreTrainedModel(PreTrainedModel):
     config: MiceConfig
     base_model_prefix = "mice"
     supports_gradient_checkpointing = False
+    # Flash-attention takes padding masks only: it cannot keep query tokens off the query [CLS] (`mask_query_to_cls`),
+    # and transformers' flash path assumes left-padded queries in cross-attention. Custom attention backends get no
+    # mask from transformers' mask builders at all. So neither is offered.
     _supports_flash_attn = False
-    _supports_flex_attn = False
     _supports_attention_backend = False
 
     @property
     def _supports_sdpa(self) -> bool:
-        """sdpa where the encoder family's own attention supports it (MPNet and DeBERTa compute attention eagerly)."""
-        return _family_of(self.config).supports_sdpa
+        """Where the encoder family's own attention goes through the attention interface (MPNet and DeBERTa compute
+        attention themselves, so MICE on them is eager only)."""
+        return _family_of(self.config).attention_interface
+
+    @property
+    def _supports_flex_attn(self) -> bool:
+        """Like `_supports_sdpa`: flex attention reaches every attention of the families that use the interface."""
+        return _family_of(self.config).attention_interface
 
 
 class MiceModel(MicePreTrainedModel):
@@ -696,16 +778,21 @@ class MiceModel(MicePreTrainedModel):
         return MiceDocumentStates(states, document_attention_mask)
 
     # -- interaction layers ----------------------------------------------------------------------------------------
-    def _check_document_states(self, states: MiceDocumentStates, queries: int) -> int:
-        if not isinstance(states, MiceDocumentStates):
-            raise TypeError(f"document_states must be a MiceDocumentStates (from encode_documents), got {type(states)}")
-        hidden = self.config.encoder_config.hidden_size
-        if states.hidden_states.shape[-1] != hidden:
-            raise ValueError(
-                f"document_states have hidden size {states.hidden_states.shape[-1]} but this model's is {hidden}: they "
-                "were encoded by a different model"
+    def _check_document_states(self, states, queries: int) -> int:
+        if not isinstance(states, (MiceDocumentStates, MiceDocumentKeyValues)):
+            raise TypeError(
+                "document_states must be a MiceDocumentStates (from encode_documents) or MiceDocumentKeyValues (from "
+                f"document_key_values), got {type(states)}"
             )
-        documents = len(states)
+        hidden = self.config.encoder_config.hidden_size
+        width = hidden * (2 * self.config.interaction_layers if isinstance(states, MiceDocumentKeyValues) else 1)
+        if states.values.shape[-1] != width:
+            what = "keys and values" if isinstance(states, MiceDocumentKeyValues) else "document_states"
+            raise ValueError(
+                f"{what} have width {states.values.shape[-1]} but this model's are {width} wide (hidden size {hidden}): "
+                "they were encoded by a different model"
+            )
+        documents = states.values.shape[0]  # not len(): it would make a traced size a constant
         if documents == 0:
             raise ValueError("no documents were given (document_states is empty)")
         if documents % queries:
@@ -715,45 +802,68 @@ class MiceModel(MicePreTrainedModel):
             )
         return documents // queries
 
+    def document_key_values(self, document_states: MiceDocumentStates) -> MiceDocumentKeyValues:
+        """The keys and values that each interaction layer's cross-attention computes from these document states
+        (zeros at padding). Scoring them (`interact`, `score`) gives exactly the scores of the states."""
+        self._check_document_states(document_states, 1)
+        valid = document_states.attention_mask.bool()
+        tokens = _Tokens(valid)
+        packed = tokens.pack(document_states.hidden_states)
+        layers = zip(self.interaction, self.cross_attention, strict=True)
+        projected = [part for layer, cross in layers for part in self.family.cross_key_value(layer, cross, packed)]
+        return MiceDocumentKeyValues(tokens.unpack(torch.cat(projected, dim=-1)), document_states.attention_mask)
+
     def interact(
         self,
         query_states: torch.Tensor,
         query_attention_mask: torch.Tensor,
-        document_states: MiceDocumentStates,
+        document_states: MiceDocumentStates | MiceDocumentKeyValues,
         output_attentions: bool = False,
         only_cls: bool = False,
         output_hidden_states: bool = False,
+        skip_padding: bool = True,
     ) -> MiceModelOutput:
-        """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q).
+        """Run the interaction layers for Q encoded queries against N encoded documents (N a multiple of Q), given as
+        states or as their cross-attention keys and values.
 
         With `only_cls`, the last layer computes the query [CLS] row only (after a full self-attention, whose keys
         need every row): that is all a [CLS]-pooled head reads, and under `mask_cls_to_doc` it skips the last
-        cross-attention's projections of the documents. `last_hidden_state` is then `(N, 1, H)`.
+        cross-attention's projections of the documents. `last_hidden_state` is then `(N, 1, H)`. `skip_padding=False`
+        runs the per-token modules on padding too: the traceable form for `torch.export` / ONNX (same scores).
         """
         per_query = self._check_document_states(document_states, query_states.shape[0])
         family = self.family
+        tokens = _Tokens if skip_padding else _AllTokens
         layers = list(zip(self.interaction, self.cross_attention, strict=True))
         # Up to the first cross-attention a query's states do not depend on the document: the first self-attention
         # runs once per query, and only then is each query repeated for its documents.
-        query_allowed = self._query_self_mask(query_attention_mask.bool())
-        hidden = family.self_attention(layers[0][0], query_states, family.prepare(self, query_states, query_allowed))
-        if per_query > 1:
-            hidden = hidden.repeat_interleave(per_query, dim=0)
-            query_attention_mask = query_attention_mask.repeat_interleave(per_query, dim=0)
-            query_allowed = query_allowed.repeat_interleave(per_query, dim=0)
-        context = family.prepare(self, hidden, query_allowed) if len(layers) > 1 else None
+        query_valid = query_attention_mask.bool()
+        hidden = family.self_attention(layers[0][0], query_states, family.prepare(self, query_states, query_valid))
+        hidden, query_attention_mask, query_valid = (
+            _repeat_rows(tensor, per_query) for tensor in (hidden, query_attention_mask, query_valid)
+        )
+        context = family.prepare(self, hidden, query_valid) if len(layers) > 1 else None
 
-        # Cached states may live on another device or in a storage dtype; `to` is a no-op when they already match.
-        documents = document_states.hidden_states.to(device=hidden.device, dtype=hidden.dtype)
-        document_valid = document_states.attention_mask.to(hidden.device).bool()
-        document_tokens = _Tokens(document_valid)
-        documents = document_tokens.pack(documents)
-        can_cross = query_attention_mask.bool().clone()
+        # Cached documents may live on another device or in a storage dtype; `to` is a no-op when they already match.
+        document_states = document_states.to(device=hidden.device, dtype=hidden.dtype)
+        document_tokens = tokens(document_states.attention_mask.bool())
+        if isinstance(document_states, MiceDocumentKeyValues):
+            cached = document_states.per_layer(self.config.encoder_config.hidden_size)
+
+            def keys_values(index, layer, cross):
+                return cached[index]
+        else:
+            documents = document_tokens.pack(document_states.hidden_states)
+
+            def keys_values(index, layer, cross):
+                return [document_tokens.unpack(part) for part in family.cross_key_value(layer, cross, documents)]
+
+        # Which query tokens read the document: not the padding, nor the [CLS] under `mask_cls_to_doc`.
+        can_cross = query_valid.clone()
         if self.config.mask_cls_to_doc:
             can_cross[:, 0] = False
-        cross_allowed = can_cross[:, None, :, None] & document_valid[:, None, None, :]
 
-        query_tokens = _Tokens(query_attention_mask.bool())
+        query_tokens = tokens(query_valid)
         cross_attentions = []
         hidden_states = [query_states.repeat_interleave(per_query, dim=0)] if output_hidden_states else None
         last = len(layers) - 1
@@ -761,18 +871,15 @@ class MiceModel(MicePreTrainedModel):
             if index > 0:
                 hidden = family.self_attention(layer, hidden, context)
             if only_cls and index == last:
-                hidden, cross_allowed, query_attention_mask = (
-                    hidden[:, :1],
-                    cross_allowed[:, :, :1],
-                    query_attention_mask[:, :1],
-                )
-                query_tokens = _Tokens(query_attention_mask.bool())
+                hidden, can_cross, query_attention_mask = hidden[:, :1], can_cross[:, :1], query_attention_mask[:, :1]
+                query_tokens = tokens(query_attention_mask.bool())
             if only_cls and index == last and self.config.mask_cls_to_doc:
                 # The [CLS] may not cross-attend: its context is exactly zero, so the documents are not projected.
                 hidden = family.cross_output(layer, cross, torch.zeros_like(hidden), hidden)
             else:
+                key, value = keys_values(index, layer, cross)
                 hidden, weights = self._cross_attention(
-                    layer, cross, hidden, query_tokens, documents, document_tokens, cross_allowed, output_attentions
+                    layer, cross, hidden, query_tokens, key, value, document_tokens.valid, can_cross, output_attentions
                 )
                 if output_attentions:
                     cross_attentions.append(weights)
@@ -787,35 +894,36 @@ class MiceModel(MicePreTrainedModel):
             hidden_states=(*hidden_states, hidden) if output_hidden_states else None,
         )
 
-    def _query_self_mask(self, query_valid: torch.Tensor) -> torch.Tensor:
-        """`(Q, 1, Lq, Lq)`: which query tokens each query token may attend to in the interaction layers."""
-        allowed = query_valid[:, None, None, :].expand(-1, 1, query_valid.shape[1], -1)
-        if self.config.mask_query_to_cls:
-            # The query [CLS] stays a key only for itself: other query tokens may not use it as a sink.
-            not_cls = torch.ones_like(allowed)
-            not_cls[:, :, 1:, 0] = False
-            allowed = allowed & not_cls
-        return allowed
+    def _cross_attention(self, layer, cross, hidden, query_tokens, key, value, document_valid, can_cross, need_weights):
+        """One cross-attention block of the query over the frozen documents, through transformers' attention interface
+        (the configured backend; eager where the weights are asked for, as no fused kernel returns them).
 
-    def _cross_attention(self, layer, cross, hidden, query_tokens, documents, document_tokens, allowed, need_weights):
-        """One light cross-attention block; `documents` are the packed valid document tokens `(T, H)`."""
+        `key` and `value` are the documents' `(N, Ld, H)` projections. The mask is the documents' padding alone, which
+        every backend takes; a query token that may not cross-attend (`can_cross` false: the [CLS] under
+        `mask_cls_to_doc`, padding) still gets a finite attention row, and its context is then set to exactly zero.
+        """
         family = self.family
-        heads = self.config.encoder_config.num_attention_heads
+        config = self.config.encoder_config
+        heads = config.num_attention_heads
         packed = query_tokens.pack(hidden)
         query = query_tokens.unpack(family.cross_query(layer, cross, packed))
-        key, value = (document_tokens.unpack(states) for states in family.cross_key_value(layer, cross, documents))
         scaling, dropout, owner = family.cross_settings(layer, cross)
-        context, weights = _cross_attend(
+        implementation = "eager" if need_weights else config._attn_implementation
+        mask = _attention_mask(implementation, document_valid, query.shape[1], query.dtype)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        context, weights = attention(
             owner,
-            self.config._attn_implementation,
             _split_heads(query, heads),
             _split_heads(key, heads),
             _split_heads(value, heads),
-            allowed,
-            scaling,
-            dropout,
-            need_weights,
+            mask,
+            dropout=dropout if owner.training else 0.0,
+            scaling=scaling,
+            is_causal=False,
         )
+        context = context.reshape(*query.shape[:2], -1) * can_cross[..., None]
+        if weights is not None:
+            weights = weights * can_cross[:, None, :, None]
         output = family.cross_output(layer, cross, query_tokens.pack(context), packed)
         return query_tokens.unpack(output, hidden), weights
 
@@ -1006,7 +1114,7 @@ class MiceForSequenceClassification(MicePreTrainedModel):
             **config_kwargs,
         )
         if attn_implementation is not None:
-            if attn_implementation != "eager" and not _family_of(config).supports_sdpa:
+            if attn_implementation != "eager" and not _family_of(config).attention_interface:
                 raise ValueError(
                     f"the {config.encoder_family} encoder computes attention itself, so MICE on it supports only "
                     f"attn_implementation='eager' (got {attn_implementation!r})"
@@ -1100,11 +1208,40 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         return self._tokenize(tokenizer, texts, "document", self.config.max_document_length)
 
     # -- scoring ---------------------------------------------------------------------------------------------------
+    def tokenize_passages(
+        self, tokenizer, texts: list[str] | str, stride: int | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Tokenize documents as overlapping `[CLS] passage [SEP]` windows of `max_document_length` tokens, starting
+        `stride` tokens apart (default: half a window); a document that fits is one passage.
+
+        Returns the inputs of `encode_documents` and `passage_to_document (P,)`; score the passages like documents
+        and combine them with `modeling_mice.aggregate_passage_scores` (MaxP, FirstP, sum of the top).
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+        if bad:
+            raise TypeError(f"documents must be strings; items {bad[:10]} are not")
+        encoded, passage_to_document = tokenize_passages(tokenizer, texts, self.config.max_document_length, stride)
+        inputs = {
+            "document_input_ids": encoded["input_ids"].to(self.device),
+            "document_attention_mask": encoded["attention_mask"].to(self.device),
+        }
+        return inputs, passage_to_document
+
     def encode_documents(
-        self, document_input_ids: torch.Tensor, document_attention_mask: torch.Tensor
-    ) -> MiceDocumentStates:
-        """Encode documents once (see `MiceModel.encode_documents`); score them later with `score`."""
-        return self.mice.encode_documents(document_input_ids, document_attention_mask)
+        self, document_input_ids: torch.Tensor, document_attention_mask: torch.Tensor, key_values: bool = False
+    ) -> MiceDocumentStates | MiceDocumentKeyValues:
+        """Encode documents once (see `MiceModel.encode_documents`); score them later with `score`.
+
+        With `key_values`, return what every interaction layer's cross-attention reads of them instead
+        (`MiceDocumentKeyValues`): scoring is then query-side work only, at `2 * interaction_layers` times the storage.
+        """
+        states = self.mice.encode_documents(document_input_ids, document_attention_mask)
+        return self.mice.document_key_values(states) if key_values else states
+
+    def document_key_values(self, document_states: MiceDocumentStates) -> MiceDocumentKeyValues:
+        """Document states -> the keys and values of every interaction layer (see `MiceModel.document_key_values`)."""
+        return self.mice.document_key_values(document_states)
 
     def _only_cls(self, output_attentions) -> bool:
         """A [CLS]-pooled head reads one row of the last layer: compute only that one (unless attentions are wanted)."""
@@ -1127,12 +1264,13 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         self,
         query_input_ids: torch.Tensor,
         query_attention_mask: torch.Tensor,
-        document_states: MiceDocumentStates,
+        document_states: MiceDocumentStates | MiceDocumentKeyValues,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> MiceSequenceClassifierOutput:
         """Score Q queries against N pre-encoded documents (N a multiple of Q): query i against documents
-        `i*N/Q .. (i+1)*N/Q - 1`. Runs each query's lower layers once; `logits` are `(N, num_labels)` raw scores."""
+        `i*N/Q .. (i+1)*N/Q - 1`. Runs each query's lower layers once; `logits` are `(N, num_labels)` raw scores.
+        `document_states` are states (`encode_documents`) or their keys and values (`document_key_values`)."""
         query_states = self.mice.encode_queries(query_input_ids, query_attention_mask)
         output = self.mice.interact(
             query_states,
@@ -1187,7 +1325,69 @@ class MiceForSequenceClassification(MicePreTrainedModel):
         return result
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Export-friendly forwards (torch.export / ONNX)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class MiceDocumentEncoder(nn.Module):
+    """`(input_ids, attention_mask)` of `[CLS] d [SEP]` documents -> their states `(N, Ld, H)`, or with `key_values`
+    their interaction keys and values `(N, Ld, 2 * interaction_layers * H)`.
+
+    The traceable form of `encode_documents` (no input checks, no data-dependent shapes), for `torch.onnx.export`.
+    """
+
+    def __init__(self, model: MiceForSequenceClassification, key_values: bool = False):
+        super().__init__()
+        self.model = model
+        self.key_values = key_values
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mice = self.model.mice
+        states = mice._encode(input_ids, attention_mask, token_type=1)
+        if not self.key_values:
+            return states
+        layers = zip(mice.interaction, mice.cross_attention, strict=True)
+        parts = [part for layer, cross in layers for part in mice.family.cross_key_value(layer, cross, states)]
+        return torch.cat(parts, dim=-1) * attention_mask[..., None].to(states.dtype)
+
+
+class MiceQueryScorer(nn.Module):
+    """`(query_input_ids (1, Lq), query_attention_mask, documents, document_attention_mask)` -> scores `(N,)` (the
+    first logit) of the query against N documents given as states `(N, Ld, H)` or, with `key_values`, as keys and
+    values `(N, Ld, 2 * interaction_layers * H)`.
+
+    The traceable form of `score` (no input checks, padding computed through), for `torch.onnx.export`.
+    """
+
+    def __init__(self, model: MiceForSequenceClassification, key_values: bool = False):
+        super().__init__()
+        self.model = model
+        self.documents = MiceDocumentKeyValues if key_values else MiceDocumentStates
+
+    def forward(
+        self,
+        query_input_ids: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+        documents: torch.Tensor,
+        document_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        model = self.model
+        query_states = model.mice._encode(query_input_ids, query_attention_mask, token_type=0)
+        output = model.mice.interact(
+            query_states,
+            query_attention_mask,
+            self.documents(documents, document_attention_mask),
+            only_cls=model._only_cls(False),
+            skip_padding=False,
+        )
+        return model._logits(output).logits[:, 0]
+
+
 __all__ = [
+    "MiceDocumentEncoder",
+    "MiceDocumentKeyValues",
+    "MiceQueryScorer",
     "MiceDocumentStates",
     "MiceForSequenceClassification",
     "MiceModel",

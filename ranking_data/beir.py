@@ -38,13 +38,15 @@ class BeirData:
         return document_text(self.corpus[doc_id])
 
 
-def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    """Read a JSON-lines file, checking that each record has the required keys."""
+def read_jsonl(path: Path, required: tuple[str, ...], unique: str | None = None) -> list[dict]:
+    """Read a JSON-lines file, checking that each record has the required keys (and, if given, that the ``unique``
+    field, read as a string, never repeats: a repeated id would let one record silently replace another)."""
     if not path.is_file():
         raise BeirFormatError(
             f"{path} is missing: a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
         )
     records = []
+    lines: dict[str, list[int]] = {}
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -59,8 +61,17 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
                     f"{path}:{line_number} lacks the field(s) {missing}; BEIR records need {list(required)}"
                 )
             records.append(record)
+            if unique is not None:
+                lines.setdefault(str(record[unique]), []).append(line_number)
     if not records:
         raise BeirFormatError(f"{path} holds no records")
+    repeated = {key: found for key, found in lines.items() if len(found) > 1}
+    if repeated:
+        shown = "; ".join(f"{key!r} on lines {', '.join(map(str, found))}" for key, found in list(repeated.items())[:5])
+        raise BeirFormatError(
+            f"{path} repeats {len(repeated)} {unique} value(s): {shown}{' ...' if len(repeated) > 5 else ''}; "
+            f"every {unique} must be unique"
+        )
     return records
 
 
@@ -92,7 +103,7 @@ def read_corpus(path: str | Path) -> dict[str, dict[str, str]]:
     """``corpus.jsonl`` as ``{doc_id: {"title", "text"}}`` (a missing title is ``""``)."""
     return {
         str(doc["_id"]): {"title": doc.get("title") or "", "text": doc["text"] or ""}
-        for doc in read_jsonl(Path(path), ("_id", "text"))
+        for doc in read_jsonl(Path(path), ("_id", "text"), unique="_id")
     }
 
 
@@ -114,7 +125,9 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
             f"{folder} is not a folder; pass a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/)"
         )
     corpus = read_corpus(folder / "corpus.jsonl")
-    all_queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl", ("_id", "text"))}
+    all_queries = {
+        str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl", ("_id", "text"), unique="_id")
+    }
     qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
 
     unknown_queries = sorted(set(qrels) - set(all_queries))

@@ -9,7 +9,7 @@ teacher                           score
 :class:`CrossEncoderTeacher`      raw logit of a ``sentence_transformers.CrossEncoder`` (no activation)
 :class:`BiEncoderTeacher`         cosine similarity of a ``SentenceTransformer`` (documents embedded once)
 :class:`BM25Teacher`              bm25s BM25 score against the whole indexed corpus (``ranking_data.bm25``)
-:class:`MiceTeacher`              raw logit of a MICE model, each document encoded once per batch
+:class:`MiceTeacher`              raw logit of a MICE model, documents encoded once into a document store
 :class:`CallableTeacher`          any ``fn(query, documents) -> scores``
 :class:`EnsembleTeacher`          weighted mean of the members' per-query normalised scores
 ================================  ===========================================================================
@@ -164,47 +164,49 @@ class BM25Teacher(Teacher):
 class MiceTeacher(Teacher):
     """A trained MICE model (``modeling_mice.MiceForSequenceClassification``) as teacher: raw logits.
 
-    The documents of a batch are encoded once (``encode_documents``) even when several queries share them, then
-    each query is scored against its candidates' cached states (``score``).
+    Documents go through an ``indexing.DocumentStore``: each is encoded once (``encode_documents``) even when several
+    queries share it, then each query is scored against its candidates' stored states (``score``). With
+    ``store_folder`` (a cache folder, or an index of the collection built by ``mice index``) the states are kept
+    across batches and runs; without it a temporary store holds one batch's documents at a time.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, name: str | None = None):
+    def __init__(
+        self, model: Any, tokenizer: Any, batch_size: int = 32, name: str | None = None, store_folder: Any = None
+    ):
+        from indexing.encoding import DocumentEncoder
+        from indexing.store import DocumentStore
+
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
         self.name = name or str(model.config._name_or_path or "mice")
         self.description = f"MICE {self.name}, raw logits"
+        self.encoder = DocumentEncoder(self.model, tokenizer, batch_size)
+        self.store = DocumentStore.at(store_folder, self.encoder.fingerprint)
 
     @classmethod
-    def from_pretrained(cls, path: str, batch_size: int = 32) -> MiceTeacher:
+    def from_pretrained(cls, path: str, batch_size: int = 32, store_folder: Any = None) -> MiceTeacher:
         """Load a MICE training output folder."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)
-        return cls(model, AutoTokenizer.from_pretrained(path), batch_size, name=path)
+        return cls(model, AutoTokenizer.from_pretrained(path), batch_size, name=path, store_folder=store_folder)
 
     @torch.inference_mode()
     def score(
         self, queries: Sequence[str], document_ids: Sequence[Sequence[str]], documents: Mapping[str, str]
     ) -> Scores:
-        from modeling_mice import MiceDocumentStates
+        from indexing.store import DocumentStore
 
-        unique_ids = list(dict.fromkeys(d for ids in document_ids for d in ids))
-        position = {doc_id: index for index, doc_id in enumerate(unique_ids)}
-        states = MiceDocumentStates.concatenate(
-            [
-                self.model.encode_documents(
-                    **self.model.tokenize_documents(
-                        self.tokenizer, [documents[d] for d in unique_ids[start : start + self.batch_size]]
-                    )
-                )
-                for start in range(0, len(unique_ids), self.batch_size)
-            ]
-        )
+        if self.store.is_temporary and len(self.store):
+            self.store.close()
+            self.store = DocumentStore.temporary(self.encoder.fingerprint)
+        self.store.encode_missing({d: documents[d] for ids in document_ids for d in ids}, self.encoder)
         scores = []
         for query, ids in zip(queries, document_ids, strict=True):
             query_inputs = self.model.tokenize_queries(self.tokenizer, [query])
             logits = [
                 self.model.score(
-                    **query_inputs, document_states=states[[position[d] for d in ids[start : start + self.batch_size]]]
+                    **query_inputs,
+                    document_states=self.store.get(ids[start : start + self.batch_size], device=self.model.device),
                 ).logits[:, 0]
                 for start in range(0, len(ids), self.batch_size)
             ]

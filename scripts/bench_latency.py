@@ -1,22 +1,26 @@
-"""Re-ranking latency: a standard cross-encoder against MICE on the same backbone, in one run on one machine.
+"""Re-ranking latency: a cross-encoder against MICE on the same backbone, on every backend, in one run on one machine.
 
-One query is scored against ``--docs`` documents three ways, texts in and raw logits out (tokenization included):
+One query is scored against ``--docs`` documents, texts in and raw logits out (tokenization included), by four
+systems on each of ``--backends`` (``torch``; ``onnx``, ``onnx-int8``: ONNX Runtime fp32 and dynamic int8, graphs
+exported by ``serving.onnx_export``):
 
-- ``ce``: the cross-encoder (``AutoModelForSequenceClassification``, SDPA attention) on the joint pairs;
-- ``mice``: MICE-ℓk+m from the same weights, documents encoded on the fly (lower layers of the query run once);
-- ``mice_cached``: MICE scoring documents pre-encoded by ``encode_documents`` (only the query is tokenized).
+- ``cross-encoder``: the joint pairs;
+- ``mice``: MICE-ℓk+m from the same weights, documents encoded on the fly (the query's lower layers run once);
+- ``mice-cached``: documents pre-encoded to their states (by the same backend), only the query side timed;
+- ``mice-cached-kv``: documents pre-encoded to their interaction keys and values.
 
-For reference it also times sentence-transformers' ``CrossEncoder.predict`` on the same model and pairs (``st_ce``), a
-large float32 matrix product (``gemm_gflops``: what this machine sustains in the same conditions), and counts the
-FLOPs of the cross-encoder and of cached MICE analytically (matrix products only, as
-``torch.utils.flop_counter.FlopCounterMode`` counts them), to report the achieved GFLOP/s. All systems run in
-``torch.inference_mode`` with the same batch size; each repeat times every system once, interleaved, so that a
-background load affects them alike; the medians are reported. Texts are random whole-word vocabulary entries, so a
-document of ``--doc-length`` words is exactly that many tokens (plus the special tokens).
+Every repeat times every system once, interleaved, so that a background load affects them alike; medians are
+reported. Also measured: a large float32 matrix product in torch and in ONNX Runtime (``gemm_gflops``: what this
+machine sustains with each engine), and the FLOPs of each system, counted analytically (matrix products only, as
+``torch.utils.flop_counter.FlopCounterMode`` counts them) to report the achieved GFLOP/s. ``speedups`` gives each MICE
+system's best backend against the int8 ONNX cross-encoder (what CPU deployments run). Texts are random whole-word
+vocabulary entries, so a document of ``--doc-length`` words is exactly that many tokens (plus the special tokens).
 
-    python scripts/bench_latency.py --config minilm-l12 --fusion-layer 4 --interaction-layers 3
+    python scripts/bench_latency.py --config minilm-l12 --fusion-layer 4 --interaction-layers 3 \
+        --backends torch,onnx,onnx-int8 --threads 2 --batch-size 32
 
-prints one JSON line (``--json PATH`` also writes it to a file).
+prints one JSON line (``--json PATH`` also writes it to a file): ``runs`` holds
+``{"system", "backend", "median_ms", "gflop", "gflops", "max_abs_diff_vs_torch"}`` per system and backend.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def mice_flops(
     intermediate: int,
     labels: int,
     cached: bool,
+    key_values: bool = False,
 ) -> int:
     """MICE (defaults: [CLS] pooling, ``mask_cls_to_doc``) scoring ``docs`` documents for one query.
 
@@ -103,13 +108,15 @@ def mice_flops(
     the feed-forward block on the query tokens, and the next layer's query self-attention. The last layer computes
     only what the [CLS]-pooled head reads: for the [CLS] row alone the cross-attention output projection (its context
     is zero: the [CLS] may not cross-attend) and the feed-forward block. Without a cache the documents' lower layers
-    run too. Lengths are without padding, which the model never computes on.
+    run too; with `key_values`, the
+    documents' key and value projections are cached as well. Lengths are without padding, which the model never
+    computes on.
     """
     self_attention = 4 * _linear(query_length, hidden, hidden) + _attention(query_length, query_length, hidden)
     once = fusion_layer * encoder_layer_flops(query_length, hidden, intermediate) + self_attention
     interaction = (
         2 * _linear(query_length, hidden, hidden)  # cross-attention query and output projections
-        + 2 * _linear(doc_length, hidden, hidden)  # cross-attention keys and values of the document
+        + (0 if key_values else 2 * _linear(doc_length, hidden, hidden))  # the document's keys and values
         + _attention(query_length, doc_length, hidden)
         + _feed_forward(query_length, hidden, intermediate)
         + self_attention  # the next layer's
@@ -172,83 +179,182 @@ def gemm_probe(size: int) -> Callable[[], None]:
     return lambda: torch.mm(a, b)
 
 
-def run(args: argparse.Namespace) -> dict:
-    from sentence_transformers import CrossEncoder  # imported here: the FLOP helpers above do not need it
+def onnx_gemm_probe(size: int, threads: int | None) -> Callable[[], None]:
+    """The same product in ONNX Runtime (a one-MatMul graph), which sustains a different rate than torch here."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+        [weight],
+    )
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
+    return lambda: session.run(None, {"a": a})
+
+
+def build_engines(args, folder: Path, tokenizer) -> dict[str, dict]:
+    """Per backend: the cross-encoder engine and MICE engines on states and on keys/values (serving's engines)."""
+    from serving.onnx_export import export_cross_encoder, export_mice
+    from serving.onnx_runtime import OnnxCrossEncoderEngine, OnnxMiceEngine
+    from serving.rerankers import TorchCrossEncoderEngine, TorchMiceEngine
+
+    ce = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="sdpa").eval()
+    mice = MiceForSequenceClassification.from_backbone(
+        str(folder),
+        fusion_layer=args.fusion_layer,
+        interaction_layers=args.interaction_layers,
+        attn_implementation="sdpa",
+    ).eval()
+    engines = {}
+    if "torch" in args.backends:
+        engines["torch"] = {
+            "ce": TorchCrossEncoderEngine(ce, tokenizer),
+            "mice": TorchMiceEngine(mice),
+            "mice_kv": TorchMiceEngine(mice, key_values=True),
+        }
+    if {"onnx", "onnx-int8"} & set(args.backends):
+        int8 = "onnx-int8" in args.backends
+        export_cross_encoder(ce, tokenizer, folder / "onnx-ce", int8=int8)
+        export_mice(mice, tokenizer, folder / "onnx-mice", int8=int8)
+        for backend in ("onnx", "onnx-int8"):
+            if backend in args.backends:
+                precision = "int8" if backend == "onnx-int8" else "fp32"
+                engines[backend] = {
+                    "ce": OnnxCrossEncoderEngine(folder / "onnx-ce", precision, args.threads),
+                    "mice": OnnxMiceEngine(folder / "onnx-mice", precision, threads=args.threads),
+                    "mice_kv": OnnxMiceEngine(folder / "onnx-mice", precision, key_values=True, threads=args.threads),
+                }
+    return engines, ce.config
+
+
+def systems_of(engines: dict, tokenizer, query: str, documents: list[str], batch_size: int) -> dict:
+    """`(system, backend) -> callable` returning the scores of `query` against `documents` (texts in, logits out)."""
+    spans = [slice(i, i + batch_size) for i in range(0, len(documents), batch_size)]
+    systems = {}
+    for backend, engine in engines.items():
+        ce, mice, mice_kv = engine["ce"], engine["mice"], engine["mice_kv"]
+
+        def cross_encoder(ce=ce):
+            scores = []
+            for span in spans:
+                batch = documents[span]
+                pairs = tokenizer([query] * len(batch), batch, padding=True, truncation=True, return_tensors="pt")
+                scores.append(ce.score(pairs))
+            return torch.cat(scores)
+
+        def tokenized_query(mice):
+            return tokenizer([query], truncation=True, max_length=mice.max_query_length, return_tensors="pt")
+
+        def on_the_fly(mice=mice):
+            q = tokenized_query(mice)
+            scores = []
+            for span in spans:
+                d = tokenizer(documents[span], padding=True, truncation=True, return_tensors="pt")
+                states = mice.encode(d["input_ids"], d["attention_mask"])
+                scores.append(mice.score(q["input_ids"], q["attention_mask"], states, d["attention_mask"]))
+            return torch.cat(scores)
+
+        def pre_encode(engine):
+            encoded = []
+            for span in spans:
+                d = tokenizer(documents[span], padding=True, truncation=True, return_tensors="pt")
+                encoded.append((engine.encode(d["input_ids"], d["attention_mask"]), d["attention_mask"]))
+            return encoded
+
+        def cached(mice, encoded):
+            q = tokenized_query(mice)
+            return torch.cat([mice.score(q["input_ids"], q["attention_mask"], *batch) for batch in encoded])
+
+        states, key_values = pre_encode(mice), pre_encode(mice_kv)
+        systems[("cross-encoder", backend)] = cross_encoder
+        systems[("mice", backend)] = on_the_fly
+        systems[("mice-cached", backend)] = lambda mice=mice, states=states: cached(mice, states)
+        systems[("mice-cached-kv", backend)] = lambda mice=mice_kv, kv=key_values: cached(mice, kv)
+    return systems
+
+
+def run(args: argparse.Namespace) -> dict:
     transformers_logging.disable_progress_bar()  # keep stdout/stderr to the one JSON line
+    transformers_logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()[0]
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         backbone, tokenizer = build_backbone(args, folder)
-        ce = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="sdpa").eval()
-        mice = MiceForSequenceClassification.from_backbone(
-            str(folder),
-            fusion_layer=args.fusion_layer,
-            interaction_layers=args.interaction_layers,
-            attn_implementation="sdpa",
-        ).eval()
-        st = CrossEncoder(str(folder), model_kwargs={"attn_implementation": "sdpa"})
-    query = random_texts(tokenizer, 1, args.query_length, args.seed)[0]
-    documents = random_texts(tokenizer, args.docs, args.doc_length, args.seed + 1)
-    batches = [documents[i : i + args.batch_size] for i in range(0, len(documents), args.batch_size)]
+        engines, ce_config = build_engines(args, folder, tokenizer)
+        query = random_texts(tokenizer, 1, args.query_length, args.seed)[0]
+        documents = random_texts(tokenizer, args.docs, args.doc_length, args.seed + 1)
+        with torch.inference_mode():
+            systems = systems_of(engines, tokenizer, query, documents, args.batch_size)
+            probes = {("gemm", "torch"): gemm_probe(args.gemm_size)}
+            if {"onnx", "onnx-int8"} & set(args.backends):
+                probes[("gemm", "onnx")] = onnx_gemm_probe(args.gemm_size, args.threads)
+            timed = systems | probes
+            times = {key: [] for key in timed}
+            outputs = {}
+            for repeat in range(args.warmup + args.repeats):  # interleaved: a load spike hits every system alike
+                for key, system in timed.items():
+                    start = time.perf_counter()
+                    outputs[key] = system()
+                    if repeat >= args.warmup:
+                        times[key].append(time.perf_counter() - start)
 
-    def score_ce() -> torch.Tensor:
-        scores = []
-        for batch in batches:
-            inputs = tokenizer([query] * len(batch), batch, padding=True, truncation=True, return_tensors="pt")
-            scores.append(ce(**inputs).logits)
-        return torch.cat(scores)
-
-    def score_mice() -> torch.Tensor:
-        query_inputs = mice.tokenize_queries(tokenizer, [query])
-        scores = []
-        for batch in batches:
-            scores.append(mice(**query_inputs, **mice.tokenize_documents(tokenizer, batch)).logits)
-        return torch.cat(scores)
-
-    with torch.inference_mode():
-        document_inputs = mice.tokenize_documents(tokenizer, documents)
-        states = mice.encode_documents(**document_inputs)
-        spans = [slice(i, i + args.batch_size) for i in range(0, args.docs, args.batch_size)]
-
-    def score_mice_cached() -> torch.Tensor:
-        query_inputs = mice.tokenize_queries(tokenizer, [query])
-        return torch.cat([mice.score(**query_inputs, document_states=states[span]).logits for span in spans])
-
-    identity = torch.nn.Identity()
-
-    def score_st() -> torch.Tensor:
-        pairs = [(query, document) for document in documents]
-        return st.predict(
-            pairs, batch_size=args.batch_size, activation_fn=identity, convert_to_tensor=True, show_progress_bar=False
-        )
-
-    gemm = gemm_probe(args.gemm_size)
-    systems = {"ce": score_ce, "mice": score_mice, "mice_cached": score_mice_cached, "st_ce": score_st, "gemm": gemm}
-    times: dict[str, list[float]] = {name: [] for name in systems}
-    outputs = {}
-    with torch.inference_mode():
-        for repeat in range(args.warmup + args.repeats):
-            for name, system in systems.items():
-                start = time.perf_counter()
-                outputs[name] = system()
-                elapsed = time.perf_counter() - start
-                if repeat >= args.warmup:
-                    times[name].append(elapsed)
-
-    ce_config = ce.config
     hidden, intermediate, labels = ce_config.hidden_size, ce_config.intermediate_size, ce_config.num_labels
     pair_length = args.query_length + args.doc_length + 3  # [CLS] q [SEP] d [SEP]
     query_length, doc_length = args.query_length + 2, args.doc_length + 2  # [CLS] text [SEP]
-    ce_flops = cross_encoder_flops(args.docs, pair_length, ce_config.num_hidden_layers, hidden, intermediate, labels)
     mice_shape = (args.fusion_layer, args.interaction_layers, hidden, intermediate, labels)
-    cached_flops = mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=True)
-    uncached_flops = mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=False)
-    seconds = {name: statistics.median(samples) for name, samples in times.items()}
-    gemm_gflops = 2 * args.gemm_size**3 / seconds["gemm"] / 1e9
-    result = {
+    flops = {
+        "cross-encoder": cross_encoder_flops(
+            args.docs, pair_length, ce_config.num_hidden_layers, hidden, intermediate, labels
+        ),
+        "mice": mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=False),
+        "mice-cached": mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=True),
+    }
+    flops["mice-cached-kv"] = mice_flops(args.docs, query_length, doc_length, *mice_shape, cached=True, key_values=True)
+    seconds = {key: statistics.median(samples) for key, samples in times.items()}
+    gemm = {backend: 2 * args.gemm_size**3 / seconds[("gemm", backend)] / 1e9 for _, backend in probes}
+    reference = {system: outputs[(system, "torch")] for system, backend in systems if backend == "torch"}
+    runs = []
+    for system, backend in systems:
+        entry = {
+            "system": system,
+            "backend": backend,
+            "median_ms": median_ms(times[(system, backend)]),
+            "gflop": round(flops[system] / 1e9, 3),
+            "gflops": round(flops[system] / seconds[(system, backend)] / 1e9, 1),
+        }
+        if system in reference:
+            entry["max_abs_diff_vs_torch"] = float((outputs[(system, backend)] - reference[system]).abs().max())
+        runs.append(entry)
+
+    def best(system):
+        return min((entry for entry in runs if entry["system"] == system), key=lambda entry: entry["median_ms"])
+
+    baseline = min(
+        (entry for entry in runs if entry["system"] == "cross-encoder"),
+        key=lambda entry: (entry["backend"] != "onnx-int8", entry["median_ms"]),
+    )
+    speedups = {
+        system: {
+            "best_backend": best(system)["backend"],
+            "median_ms": best(system)["median_ms"],
+            "speedup_vs": f"cross-encoder/{baseline['backend']}",
+            "speedup": round(baseline["median_ms"] / best(system)["median_ms"], 2),
+        }
+        for system in ("mice", "mice-cached", "mice-cached-kv")
+    }
+    return {
         "backbone": backbone,
         "fusion_layer": args.fusion_layer,
         "interaction_layers": args.interaction_layers,
@@ -257,31 +363,22 @@ def run(args: argparse.Namespace) -> dict:
         "doc_tokens": doc_length,
         "pair_tokens": pair_length,
         "batch_size": args.batch_size,
-        "ce_ms": median_ms(times["ce"]),
-        "mice_ms": median_ms(times["mice"]),
-        "mice_cached_ms": median_ms(times["mice_cached"]),
-        "st_ce_ms": median_ms(times["st_ce"]),
-        "speedup": round(seconds["ce"] / seconds["mice"], 2),
-        "speedup_cached": round(seconds["ce"] / seconds["mice_cached"], 2),
-        "gemm_gflops": round(gemm_gflops, 1),
-        "ce_gflops": round(ce_flops / seconds["ce"] / 1e9, 1),
-        "mice_gflops": round(uncached_flops / seconds["mice"] / 1e9, 1),
-        "mice_cached_gflops": round(cached_flops / seconds["mice_cached"] / 1e9, 1),
-        "ce_gflop": round(ce_flops / 1e9, 2),
-        "mice_gflop": round(uncached_flops / 1e9, 2),
-        "mice_cached_gflop": round(cached_flops / 1e9, 2),
-        "ce_vs_st_max_abs_diff": float((outputs["ce"].flatten() - outputs["st_ce"].flatten()).abs().max()),
-        "mice_vs_cached_max_abs_diff": float((outputs["mice"] - outputs["mice_cached"]).abs().max()),
-        "attention": "sdpa",
+        "runs": runs,
+        "speedups": speedups,
+        "gemm_gflops": {backend: round(rate, 1) for backend, rate in gemm.items()},
+        "flop_ratio_vs_cross_encoder": {
+            system: round(flops["cross-encoder"] / flops[system], 2) for system in flops if system != "cross-encoder"
+        },
+        "torch_attention": "sdpa",
+        "onnx_exporter": "torch.onnx.export (TorchScript tracer), opset 17; int8: quantize_dynamic, per-channel",
         "repeats": args.repeats,
         "warmup": args.warmup,
         "threads": torch.get_num_threads(),
-        "load_avg_before": round(load_before, 2),
-        "load_avg_after": round(os.getloadavg()[0], 2),
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
-    return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -299,6 +396,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed repeats first")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--gemm-size", type=int, default=2048, help="side of the square matrices of the GEMM probe")
+    parser.add_argument(
+        "--backends", default="torch", help="comma-separated backends of every system: torch, onnx, onnx-int8 (torch)"
+    )
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--json", type=Path, help="also write the JSON line to this file")
     args = parser.parse_args(argv)
@@ -306,6 +406,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.backbone = default_backbone()
     if args.batch_size is None:
         args.batch_size = args.docs
+    args.backends = [backend.strip() for backend in args.backends.split(",") if backend.strip()]
+    unknown = sorted(set(args.backends) - {"torch", "onnx", "onnx-int8"})
+    if unknown or not args.backends:
+        parser.error(f"--backends: unknown {unknown}; choose from torch, onnx, onnx-int8")
     for name in ("docs", "doc_length", "query_length", "batch_size", "repeats", "fusion_layer", "interaction_layers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -2,10 +2,12 @@
 
     python scripts/push_to_hub.py model   mice-quickstart/models/mice --repo-id you/mice-minilm-l4-3
     python scripts/push_to_hub.py dataset mice-quickstart/teacher_dataset --repo-id you/debian-teacher-scores --private
+    python scripts/push_to_hub.py task-vectors runs/entity-lens/gemma-3-270m/raw/task_vectors --repo-id you/lens
 
 `model` pushes the safetensors weights, config, tokenizer and remote code, then README.md rendered from
 training_record.json (and evaluation.json when found: next to the model or two folders up). `dataset` pushes the
-configs train / queries / documents with `datasets` and a dataset card. Set HF_ENDPOINT to push to another Hub.
+configs train / queries / documents with `datasets` and a dataset card. `task-vectors` pushes Entity Lens task vectors
+(task_vectors.safetensors, entity_lens.json) and their card. Set HF_ENDPOINT to push to another Hub.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from hub_cards.push import PushError, push_model, push_teacher_dataset
 from hub_cards.records import RecordError
+from hub_cards.task_vectors import push_task_vectors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["model", "dataset"], help="what FOLDER holds")
+    parser.add_argument("kind", choices=["model", "dataset", "task-vectors"], help="what FOLDER holds")
     parser.add_argument("folder", help="a training output folder, or a teacher-score dataset folder")
     parser.add_argument("--repo-id", required=True, help="namespace/name on the Hub")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 base_model=args.base_model,
                 **common,
             )
+        elif args.kind == "task-vectors":
+            result = push_task_vectors(args.folder, args.repo_id, **common)
         else:
             result = push_teacher_dataset(args.folder, args.repo_id, **common)
     except (PushError, RecordError) as error:

@@ -65,3 +65,7 @@ def test_analytic_flops_match_flop_counter(bench, tmp_path):
     assert counted(lambda: mice.score(**query_inputs, document_states=states)) == cached + unused_pooler
     assert counted(lambda: mice(**query_inputs, **document_inputs)) == uncached + (1 + docs) * unused_pooler
     assert uncached - cached == docs * 2 * bench.encoder_layer_flops(doc_words + 2, *shape[:2])
+    with torch.inference_mode():
+        key_values = mice.document_key_values(states)
+    key_value_flops = bench.mice_flops(docs, *lengths, 2, 2, *shape, cached=True, key_values=True)
+    assert counted(lambda: mice.score(**query_inputs, document_states=key_values)) == key_value_flops + unused_pooler

@@ -8,13 +8,11 @@ import importlib.util
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from tiny_models import build_tiny_backbone
 
-from evaluation.document_cache import DocumentCacheError
 from evaluation.harness import (
     EvaluationConfig,
     bm25_first_stage,
@@ -28,6 +26,7 @@ from evaluation.harness import (
 from evaluation.metrics import compare_runs, evaluate_run, per_query_scores
 from evaluation.report import markdown_report, plot_effectiveness, plot_latency, write_markdown
 from evaluation.rerankers import CrossEncoderReranker, MiceReranker, ModelPathError, load_reranker
+from indexing.store import StoreError
 from ranking_data.beir import BeirFormatError, load_beir, read_trec_run, subsample_queries, write_trec_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +159,7 @@ def test_mice_pre_encoded_path_equals_joint_pairs(tiny_rerankers, sample_split, 
 
     # A second evaluation reads every document from the on-disk cache and gives identical scores.
     cached = MiceReranker(str(mice_folder), batch_size=7, cache_folder=tmp_path / "cache", show_progress=False)
-    assert len(cached.cache) == len({d for q in run for d in sorted(run[q], key=run[q].get)[-20:]})
+    assert len(cached.store) == len({d for q in run for d in sorted(run[q], key=run[q].get)[-20:]})
     again = rerank(cached, data, run, depth=20, show_progress=False)
     assert again.run == fast.run
 
@@ -180,33 +179,23 @@ def test_mice_reranker_takes_the_gpu_when_there_is_one(tiny_rerankers, monkeypat
     assert moved == ["cuda", "cpu"]
 
 
-def test_document_cache_errors_name_the_file_and_the_fix(tiny_rerankers, sample_split, tmp_path):
+def test_document_store_errors_name_the_file_and_the_fix(tiny_rerankers, sample_split, tmp_path):
     _, mice_folder = tiny_rerankers
     data, _ = sample_split
     reranker = MiceReranker(str(mice_folder), cache_folder=tmp_path, show_progress=False)
     documents = {d: data.document_text(d) for d in list(data.corpus)[:5]}
     reranker.prepare(documents)
-    shard = next(reranker.cache.folder.glob("shard-*.safetensors"))
+    shard = next(reranker.store.folder.glob("shard-*.safetensors"))
+    assert reranker.store.folder.parent == tmp_path  # one store per model fingerprint in the cache folder
 
     changed = MiceReranker(str(mice_folder), cache_folder=tmp_path, show_progress=False)
     first = next(iter(documents))
-    with pytest.raises(DocumentCacheError, match=re.escape(str(shard)) + r".*different text.*Delete"):
+    with pytest.raises(StoreError, match=re.escape(str(shard)) + r".*different text.*Delete that shard"):
         changed.prepare({first: documents[first] + " (edited)"})
 
-    shutil.copy(shard, tmp_path / "copy")
     shard.write_bytes(b"not a safetensors file")
-    with pytest.raises(DocumentCacheError, match=re.escape(str(shard)) + r".*not a readable safetensors.*Delete"):
+    with pytest.raises(StoreError, match=re.escape(str(shard)) + r".*not a readable safetensors shard.*Delete"):
         MiceReranker(str(mice_folder), cache_folder=tmp_path, show_progress=False)
-
-    # A shard of another model copied into this model's folder is refused too.
-    other = tmp_path / "other-model"
-    other.mkdir()
-    shutil.copy(tmp_path / "copy", shard)
-    shutil.move(str(shard), other / shard.name)
-    from evaluation.document_cache import DocumentStateCache
-
-    with pytest.raises(DocumentCacheError, match="holds states of model"):
-        DocumentStateCache(tmp_path, "other-model")
 
 
 # -- the harness and the script -----------------------------------------------------------------------------------

@@ -215,22 +215,61 @@ def test_cross_attentions(models, family):
         assert torch.count_nonzero(weights[padding]) == 0
 
 
-def test_cls_cross_attention_context_is_exactly_zero(models):
-    """With mask_cls_to_doc the [CLS] has no allowed key: its cross-attention context is zero (not an average)."""
-    model, tokenizer = models["bert"]
-    from modeling_mice.modeling_mice import _cross_attend
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_cls_cross_attention_context_is_exactly_zero(backbones, family, implementation):
+    """With mask_cls_to_doc the [CLS] reads no document key: whatever the backend, the context it hands the
+    cross-attention's output projection is exactly zero (not an average over the document), and every other valid
+    query token's is not."""
+    model = MiceForSequenceClassification.from_backbone(
+        str(backbones[family]), fusion_layer=2, interaction_layers=2, attn_implementation=implementation
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(backbones[family])
+    cross = model.mice.cross_attention[0]
+    projection = cross.Wo if family == "modernbert" else cross.output.dense
+    contexts = []
+    hook = projection.register_forward_pre_hook(lambda module, args: contexts.append(args[0]))
+    q = model.tokenize_queries(tokenizer, QUERIES[:2])
+    d = model.tokenize_documents(tokenizer, DOCUMENTS[:4])
+    with torch.no_grad():
+        model(**q, **d)
+    hook.remove()
+    lengths = q["query_attention_mask"].sum(dim=1).repeat_interleave(2)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])  # the packed rows of the [CLS]
+    (context,) = contexts
+    assert context.shape[0] == int(lengths.sum())
+    assert torch.count_nonzero(context[starts]) == 0
+    others = torch.ones(context.shape[0], dtype=torch.bool)
+    others[starts] = False
+    assert bool((context[others].abs().sum(dim=-1) > 0).all())
 
-    torch.manual_seed(0)
-    query, key, value = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)
-    allowed = torch.ones(2, 1, 3, 5, dtype=torch.bool)
-    allowed[:, :, 0] = False
-    allowed[1, :, :, 3:] = False
-    for implementation in ("eager", "sdpa"):
-        owner = model.mice.cross_attention[0].self
-        context, _ = _cross_attend(owner, implementation, query, key, value, allowed, 8**-0.5, 0.0, False)
-        assert torch.count_nonzero(context[:, 0]) == 0
-        reference = torch.softmax((query[1] @ key[1, :, :3].transpose(-1, -2)) * 8**-0.5, -1) @ value[1, :, :3]
-        assert torch.allclose(context[1, 1:], reference[:, 1:].transpose(0, 1).reshape(2, -1), atol=1e-6)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_flex_attention_agrees(backbones, family, tmp_path, monkeypatch):
+    """flex_attention gets transformers' block masks for the query (padding, the [CLS] mask, ModernBERT's local
+    windows) and for the documents, and gives sdpa's scores. flex_attention runs uncompiled here: compiling its kernel
+    is torch's concern and takes minutes on a CPU."""
+    from torch.nn.attention.flex_attention import flex_attention
+    from transformers.integrations import flex_attention as transformers_flex
+
+    monkeypatch.setattr(
+        transformers_flex,
+        "compile_friendly_flex_attention",
+        lambda *args, training=False, **kw: flex_attention(*args, **kw),
+    )
+    sdpa = MiceForSequenceClassification.from_backbone(
+        str(backbones[family]), fusion_layer=2, interaction_layers=2, attn_implementation="sdpa"
+    ).eval()
+    sdpa.save_pretrained(tmp_path / "mice")
+    flex = MiceForSequenceClassification.from_pretrained(tmp_path / "mice", attn_implementation="flex_attention").eval()
+    assert {flex.config._attn_implementation, flex.mice.backbone.config._attn_implementation} == {"flex_attention"}
+    tokenizer = AutoTokenizer.from_pretrained(backbones[family])
+    q = sdpa.tokenize_queries(tokenizer, ["what is the small animal that purrs and sleeps all day long", "cat"])
+    d = sdpa.tokenize_documents(tokenizer, DOCUMENTS[:4])
+    with torch.no_grad():
+        difference = (sdpa(**q, **d).logits - flex(**q, **d).logits).abs().max()
+    assert difference <= TOL
 
 
 def test_plain_encoder_source_gets_a_new_head_of_any_size(tmp_path, caplog):
@@ -347,12 +386,21 @@ def test_eager_and_sdpa_agree(backbones, family, tmp_path):
 
 @pytest.mark.parametrize("family", ["mpnet", "deberta-v3"])
 def test_eager_only_families(backbones, family):
-    """MPNet and DeBERTa compute attention themselves: MICE defaults to eager and refuses sdpa clearly."""
+    """MPNet and DeBERTa compute attention themselves: MICE defaults to eager and refuses sdpa and flex clearly."""
     model = MiceForSequenceClassification.from_backbone(str(backbones[family]), fusion_layer=2, interaction_layers=2)
     assert model.config._attn_implementation == "eager"
-    with pytest.raises(ValueError, match="supports only attn_implementation='eager'"):
+    for implementation in ("sdpa", "flex_attention"):
+        with pytest.raises(ValueError, match="supports only attn_implementation='eager'"):
+            MiceForSequenceClassification.from_backbone(
+                str(backbones[family]), fusion_layer=2, interaction_layers=2, attn_implementation=implementation
+            )
+
+
+def test_flash_attention_is_refused(backbones):
+    """Flash-attention cannot express MICE's masks; asking for it is a clear error, not silently wrong scores."""
+    with pytest.raises((ValueError, ImportError), match="[Ff]lash"):
         MiceForSequenceClassification.from_backbone(
-            str(backbones[family]), fusion_layer=2, interaction_layers=2, attn_implementation="sdpa"
+            str(backbones["bert"]), fusion_layer=2, interaction_layers=2, attn_implementation="flash_attention_2"
         )
 
 
@@ -415,7 +463,7 @@ def test_bad_inputs_raise_clear_errors(models):
     with pytest.raises(ValueError, match="multiple of the number of queries"):
         model(**q, **{k: v[:3] for k, v in d.items()})
     wrong_size = MiceDocumentStates(torch.zeros(4, 5, 16), torch.ones(4, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="hidden size 16"):
+    with pytest.raises(ValueError, match="width 16"):
         model.score(**q, document_states=wrong_size)
     with pytest.raises(TypeError, match="MiceDocumentStates"):
         model.score(**q, document_states=states.hidden_states)

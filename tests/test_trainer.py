@@ -265,13 +265,14 @@ def test_document_state_memo_bounds_its_size_and_refuses_trainable_lower_layers(
     with pytest.raises(ValueError, match="independent layers frozen"):
         DocumentStateMemo(mice, model.tokenizer)
     freeze_independent_layers(mice)
-    memo = DocumentStateMemo(mice, model.tokenizer, max_documents=3)
-    first = memo.states(DOCUMENTS[0])  # 4 documents at once: all kept for this call, then trimmed
-    assert len(memo) == 4
-    memo.states(DOCUMENTS[1][:1])
-    assert len(memo) == 3 and DOCUMENTS[0][0] not in memo.entries
-    again = memo.states(DOCUMENTS[0])
-    assert memo.encoded == 4 + 1 + 2  # the two evicted documents were encoded again
+    memo = DocumentStateMemo(mice, model.tokenizer, max_documents=5)
+    first = memo.states(DOCUMENTS[0])
+    assert len(memo) == 4 and memo.encoded == 4
+    assert memo.states(DOCUMENTS[0][:2]).hidden_states.shape[0] == 2 and memo.encoded == 4  # read, not encoded
+    memo.states(DOCUMENTS[1][:2])  # 4 + 2 > 5: the store starts afresh with these two
+    assert len(memo) == 2 and DOCUMENTS[0][0] not in memo and DOCUMENTS[1][0] in memo
+    again = memo.states(DOCUMENTS[0])  # 2 + 4 > 5: afresh again
+    assert memo.encoded == 4 + 2 + 4
     mice.eval()
     reference = mice.encode_documents(**mice.tokenize_documents(model.tokenizer, DOCUMENTS[0]))
     valid = reference.attention_mask[..., None]  # padding rows differ (zeros here) and are never read

@@ -12,11 +12,14 @@ computed states are the same and match what the model computes at inference.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
-import torch
 from torch import nn
+
+from indexing.encoding import DocumentEncoder
+from indexing.store import DocumentStore
 
 
 def independent_parameters(mice: nn.Module) -> list[nn.Parameter]:
@@ -47,18 +50,27 @@ def independent_layers_frozen(mice: nn.Module) -> bool:
 class DocumentStateMemo:
     """Fusion-layer states of documents by text, computed on first use with the frozen independent layers.
 
-    Memory: one ``(tokens, hidden)`` tensor per document in the model's dtype, e.g. 3,000 documents of 128 tokens
-    with hidden size 384 in float32 take 590 MB. ``max_documents`` bounds it (least recently used are dropped
-    and recomputed when they come back).
+    The states are kept in an ``indexing.DocumentStore`` (float32, exact; memory-mapped from disk, so RAM does not
+    grow with the number of documents): a temporary one that goes with the memo, or the store in ``folder``, which a
+    later run with the same frozen layers reuses. ``max_documents`` bounds the store: when a call would take it past
+    the bound, it starts afresh (the documents that come back are encoded again).
 
     Args:
         mice: a ``MiceForSequenceClassification`` whose independent layers are frozen.
         tokenizer: its tokenizer (documents are truncated to ``max_document_length`` as at inference).
         batch_size: documents encoded per forward pass when several are missing.
-        max_documents: keep at most this many documents (``None``: no bound).
+        max_documents: keep at most this many documents in the temporary store (``None``: no bound).
+        folder: where the store lives (``indexing.DocumentStore.at``); ``None``: a temporary store.
     """
 
-    def __init__(self, mice: nn.Module, tokenizer, batch_size: int = 64, max_documents: int | None = None):
+    def __init__(
+        self,
+        mice: nn.Module,
+        tokenizer,
+        batch_size: int = 64,
+        max_documents: int | None = None,
+        folder: str | Path | None = None,
+    ):
         if not independent_layers_frozen(mice):
             raise ValueError(
                 "caching document states needs MICE's independent layers frozen (otherwise the cached states go "
@@ -67,44 +79,30 @@ class DocumentStateMemo:
             )
         if max_documents is not None and max_documents < 1:
             raise ValueError(f"max_documents must be at least 1 (or None for no bound), got {max_documents}")
-        self.mice, self.tokenizer = mice, tokenizer
-        self.batch_size, self.max_documents = batch_size, max_documents
-        self.entries: OrderedDict[str, object] = OrderedDict()
-        self.encoded = 0  # documents run through the lower layers, re-encodings after eviction included
+        if max_documents is not None and folder is not None:
+            raise ValueError("max_documents bounds a temporary store; a store in a folder keeps every document")
+        self.mice, self.max_documents = mice, max_documents
+        self.encoder = DocumentEncoder(mice, tokenizer, batch_size)
+        self.store = DocumentStore.at(folder, self.encoder.fingerprint)
+        self.encoded = 0  # documents run through the lower layers, re-encodings after a reset included
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.store)
 
-    @torch.no_grad()
-    def _encode(self, texts: list[str]) -> None:
-        backbone = self.mice.mice.backbone
-        training = backbone.training
-        backbone.eval()
-        try:
-            for start in range(0, len(texts), self.batch_size):
-                chunk = texts[start : start + self.batch_size]
-                states = self.mice.encode_documents(**self.mice.tokenize_documents(self.tokenizer, chunk))
-                lengths = states.attention_mask.sum(dim=1).tolist()
-                for row, (text, length) in enumerate(zip(chunk, lengths, strict=True)):
-                    # A trimmed copy, so that the batch's padded tensor is not kept alive by its rows.
-                    self.entries[text] = type(states)(
-                        states.hidden_states[row : row + 1, :length].clone(),
-                        states.attention_mask[row : row + 1, :length].clone(),
-                    )
-                self.encoded += len(chunk)
-        finally:
-            backbone.train(training)
+    def __contains__(self, text: str) -> bool:
+        return _key(text) in self.store
 
     def states(self, texts: Sequence[str]):
         """``MiceDocumentStates`` of ``texts`` in order (right-padded to the longest), encoding the missing ones."""
-        missing = list(dict.fromkeys(text for text in texts if text not in self.entries))
-        if missing:
-            self._encode(missing)
-        rows = []
-        for text in texts:
-            self.entries.move_to_end(text)
-            rows.append(self.entries[text])
-        if self.max_documents is not None:
-            while len(self.entries) > max(self.max_documents, len(set(texts))):
-                self.entries.popitem(last=False)
-        return type(rows[0]).concatenate(rows)
+        documents = {_key(text): text for text in texts}
+        missing = sum(key not in self.store for key in documents)
+        if self.max_documents is not None and missing and len(self.store) + missing > self.max_documents:
+            self.store.close()
+            self.store = DocumentStore.temporary(self.encoder.fingerprint)
+        self.encoded += len(self.store.encode_missing(documents, self.encoder))
+        return self.store.get([_key(text) for text in texts], device=self.mice.device)
+
+
+def _key(text: str) -> str:
+    """The store's id of a document known only by its text."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()

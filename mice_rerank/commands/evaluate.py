@@ -4,9 +4,13 @@
     mice evaluate --data ../shared/data/cisi ../shared/data/cacm \\
         --models ce:models/cross-encoder mice:models/mice --depth 100 --json out/evaluation.json
     mice evaluate --data my_beir_folder --run my_first_stage.trec --models models/mice --max_queries 50
+    mice evaluate --data ../shared/data/debian-known-item --first_stage hybrid:models/embedder \\
+        --models mice:models/mice                  # BM25 + dense (faiss) first stage, then MICE
 
 A model is ``ce:PATH`` (any sentence-transformers CrossEncoder folder or Hub id), ``mice:PATH`` (a MICE folder,
 re-ranked with pre-encoded documents), or a bare path whose ``config.json`` decides. ``bm25`` names the first stage.
+The first stage is BM25, ``--first_stage dense:PATH`` (any SentenceTransformer folder: exact inner product with
+faiss), ``--first_stage hybrid:PATH`` (BM25 and dense, per-query min-max normalised and summed) or ``--run`` files.
 The flags are the fields of ``evaluation.harness.EvaluationConfig``.
 """
 

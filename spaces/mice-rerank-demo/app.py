@@ -35,11 +35,11 @@ import torch
 from matplotlib.figure import Figure
 from scipy.stats import kendalltau
 from sentence_transformers import CrossEncoder
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 import mice_rerank
 from hub_cards.records import RecordError, read_training_record, training_budget
+from indexing import DocumentEncoder, DocumentStore
 from modeling_mice import MiceDocumentStates, MiceForSequenceClassification
 from ranking_data.beir import load_beir
 from ranking_data.bm25 import BM25Retriever
@@ -130,50 +130,37 @@ def resolve_model(variable: str, default: Path) -> str:
 
 
 class DocumentStateCache:
-    """MICE document states by document id, filled in advance or on first use.
+    """MICE document states by document id, filled in advance or on first use, in an ``indexing.DocumentStore`` (the
+    store that indexes, evaluation and training use too).
 
-    It also keeps how long each document took to encode (its batch's time shared in proportion to token count),
+    It also keeps how long each document took to encode (the call's time shared in proportion to token count),
     which is what a query whose candidates are cached saves compared with encoding them on the fly.
     """
 
     def __init__(self, model: MiceForSequenceClassification, tokenizer: PreTrainedTokenizerBase):
-        self.model, self.tokenizer = model, tokenizer
-        self.states: dict[str, MiceDocumentStates] = {}
+        self.encoder = DocumentEncoder(model, tokenizer, BATCH_SIZE, show_progress=True)
+        self.store = DocumentStore.temporary(self.encoder.fingerprint)
         self.encoding_seconds: dict[str, float] = {}
 
     def __len__(self) -> int:
-        return len(self.states)
+        return len(self.store)
 
     def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self.states
+        return doc_id in self.store
 
-    @torch.inference_mode()
     def add(self, documents: dict[str, str]) -> float:
         """Encode the documents not yet cached; returns the seconds spent."""
-        missing = sorted((d for d in documents if d not in self.states), key=lambda d: len(documents[d]))
-        total = 0.0
-        batches = range(0, len(missing), BATCH_SIZE)
-        for start in tqdm(batches, desc="MICE: encoding documents", disable=len(batches) < 4):
-            batch = missing[start : start + BATCH_SIZE]
-            inputs = self.model.tokenize_documents(self.tokenizer, [documents[d] for d in batch])
-            began = time.perf_counter()
-            states = self.model.encode_documents(**inputs)
-            seconds = time.perf_counter() - began
-            total += seconds
-            lengths = inputs["document_attention_mask"].sum(dim=1).tolist()
-            for row, (doc_id, length) in enumerate(zip(batch, lengths, strict=True)):
-                # Kept without the batch's padding (cloned, so the padded batch is freed): concatenate() pads
-                # again to each query's longest candidate.
-                self.states[doc_id] = MiceDocumentStates(
-                    states.hidden_states[row : row + 1, :length].clone(),
-                    states.attention_mask[row : row + 1, :length].clone(),
-                )
-                self.encoding_seconds[doc_id] = seconds * length / sum(lengths)
-        return total
+        began = time.perf_counter()
+        missing = self.store.encode_missing(documents, self.encoder)
+        seconds = time.perf_counter() - began
+        tokens = self.store.token_counts(missing) if missing else []
+        for doc_id, count in zip(missing, tokens, strict=True):
+            self.encoding_seconds[doc_id] = seconds * count / sum(tokens)
+        return seconds
 
     def get(self, doc_ids: list[str]) -> MiceDocumentStates:
         """The cached states of ``doc_ids``, in that order, as one batch."""
-        return MiceDocumentStates.concatenate([self.states[d] for d in doc_ids])
+        return self.store.get(doc_ids)
 
 
 class RerankDemo:
@@ -626,7 +613,9 @@ def main() -> None:
         demo = RerankDemo.from_environment()
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"mice-rerank-demo: {error}") from None
-    build_demo(demo).launch()
+    from entity_lens_tab import with_entity_lens_tab  # a sibling module: the Space runs app.py from this folder
+
+    with_entity_lens_tab(build_demo(demo)).launch()
 
 
 if __name__ == "__main__":

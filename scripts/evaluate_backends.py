@@ -1,0 +1,67 @@
+"""Effectiveness of one model on several serving backends (torch, ONNX fp32, ONNX int8) on the same candidates.
+
+BM25 (the shared first stage) retrieves, each backend's re-ranker (`serving.load_reranker`) re-ranks the top
+`--depth`, and ir-measures scores every run against the qrels, with paired t-tests between backends; what int8
+quantisation costs shows as the difference from fp32. Prints one JSON line.
+
+    python scripts/evaluate_backends.py --model MODEL --data ../shared/data/debian-known-item --backends onnx,onnx-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from evaluation.harness import bm25_first_stage, subsample_queries, top_documents
+from evaluation.metrics import compare_runs
+from ranking_data.beir import load_beir
+from serving.rerankers import BACKENDS, load_reranker
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="MICE or cross-encoder folder (with onnx/ for ONNX backends)")
+    parser.add_argument("--data", required=True, help="a BEIR-layout folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--backends", default="onnx,onnx-int8", help=f"comma-separated, of {', '.join(BACKENDS)}")
+    parser.add_argument("--depth", type=int, default=20, help="BM25 candidates re-ranked per query")
+    parser.add_argument("--max-queries", type=int, help="a reproducible sample of the judged queries")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    data = subsample_queries(load_beir(args.data, args.split), args.max_queries)
+    candidates, _ = bm25_first_stage(data, k=args.depth)
+    runs, seconds = {"bm25": candidates}, {}
+    for backend in args.backends.split(","):
+        reranker = load_reranker(args.model, backend, threads=args.threads)
+        start = time.perf_counter()
+        run = {}
+        for query_id, ranking in candidates.items():
+            top = top_documents(ranking, args.depth)
+            scores = reranker.score(data.queries[query_id], [data.document_text(d) for d in top]) if top else []
+            run[query_id] = {doc_id: float(score) for doc_id, score in zip(top, scores, strict=True)}
+        runs[backend] = run
+        seconds[backend] = round(time.perf_counter() - start, 1)
+    comparison = compare_runs(data.qrels, runs, ("ndcg@10", "mrr@10"), 0.05)
+    report = {
+        "model": str(args.model),
+        "data": str(args.data),
+        "split": args.split,
+        "queries": len(data.queries),
+        "depth": args.depth,
+        "scores": comparison["scores"],
+        "p_values": comparison["p_values"],
+        "seconds": seconds,
+        "load_avg": os.getloadavg(),
+    }
+    line = json.dumps(report)
+    print(line)
+    if args.json:
+        args.json.write_text(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Early-layer embeddings of cross-encoders and MICE models, the light dual encoder (DE-2) and `mice distill-embedder`.
+
+Exact equivalences: every layer of the one-pass sweep against a model cut to that layer, the saved
+SentenceTransformer folder in a fresh process against the function that built it, a MICE model's pooled document
+states against the early-layer embedding of the same text (every encoder family), and the pair format against the
+tokenizer's own pair encoding. Then training, resuming, the card, MTEB retrieval, and clear one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import build_tiny_backbone
+from transformers import AutoModel, AutoTokenizer
+
+from embeddings.distillation import (
+    EmbedderDistillationConfig,
+    build_light_dual_encoder,
+    config_from_preset,
+    distill_embedder,
+)
+from embeddings.early_layers import (
+    EarlyLayerEncoder,
+    EarlyLayerError,
+    early_layer_embeddings,
+    pool_document_states,
+    save_early_layer_model,
+)
+from modeling_mice import MiceForSequenceClassification
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "0 A.D. is a free, open-source real-time strategy game of ancient warfare",
+    "a",
+    "A library for parsing XML documents, with bindings for Python and Perl " * 4,
+]
+FAMILIES = ("bert", "roberta", "electra", "mpnet", "deberta-v2", "modernbert")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, one_thread) -> Path:
+    return tmp_path_factory.mktemp("embedding-models")
+
+
+def cross_encoder(folder: Path, family: str = "bert") -> Path:
+    target = folder / f"{family}-ce"
+    return target if target.is_dir() else build_tiny_backbone(folder, family, cross_encoder=True)
+
+
+def embed_in_fresh_process(folder: Path, texts: list[str], trust_remote_code: bool = False) -> np.ndarray:
+    """Load a SentenceTransformer folder in a new interpreter and return its embeddings of ``texts``."""
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer({str(folder)!r}, trust_remote_code={trust_remote_code})
+        print(json.dumps(model.encode(json.loads(sys.stdin.read())).tolist()))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True, check=True, timeout=600
+    )
+    return np.asarray(json.loads(result.stdout.strip().splitlines()[-1]), dtype=np.float32)
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert", "deberta-v2"])
+def test_one_pass_gives_every_layer_of_a_model_cut_to_that_layer(models, family):
+    encoder = EarlyLayerEncoder.from_pretrained(cross_encoder(models, family))
+    sweep = encoder.encode(TEXTS, layers=range(encoder.num_layers + 1))
+    np.testing.assert_allclose(
+        sweep[0], EarlyLayerEncoder.from_pretrained(cross_encoder(models, family), 0).encode(TEXTS, 0)[0], atol=1e-5
+    )
+    for layer in range(1, encoder.num_layers + 1):
+        cut = EarlyLayerEncoder.from_pretrained(cross_encoder(models, family), layer)
+        np.testing.assert_allclose(sweep[layer], cut.encode(TEXTS)[layer], atol=1e-5)
+        np.testing.assert_allclose(sweep[layer], cut.sentence_transformer().encode(TEXTS), atol=1e-5)
+    assert not np.allclose(sweep[1], sweep[2])
+
+
+def test_single_text_is_embedded_as_the_cross_encoder_embeds_a_document(models):
+    folder = cross_encoder(models)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    base = AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    batch["token_type_ids"] = torch.ones_like(batch["input_ids"])  # the second segment of a pair
+    with torch.no_grad():
+        states = base(**batch, output_hidden_states=True).hidden_states[2]
+    mask = batch["attention_mask"][..., None].float()
+    expected = ((states * mask).sum(1) / mask.sum(1)).numpy()
+    np.testing.assert_allclose(early_layer_embeddings(folder, TEXTS, layer=2), expected, atol=1e-5)
+
+
+def test_pair_format_is_the_text_paired_with_itself(models):
+    folder = cross_encoder(models)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    base = AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(TEXTS, TEXTS, padding=True, truncation="longest_first", max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        states = base(**batch, output_hidden_states=True).hidden_states[3]
+    mask = batch["attention_mask"][..., None].float()
+    expected = ((states * mask).sum(1) / mask.sum(1)).numpy()
+    np.testing.assert_allclose(early_layer_embeddings(folder, TEXTS, 3, "pair"), expected, atol=1e-5)
+    cls = early_layer_embeddings(folder, TEXTS, 3, "pair", pooling="cls")
+    np.testing.assert_allclose(cls, states[:, 0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("input_format", ["single", "pair"])
+def test_saved_folder_loads_in_a_fresh_process_with_the_same_embeddings(models, input_format):
+    folder = cross_encoder(models)
+    saved = save_early_layer_model(folder, models / f"early-{input_format}", layer=2, input_format=input_format)
+    expected = early_layer_embeddings(folder, TEXTS, layer=2, input_format=input_format)
+    # The pair format is a module of this package, which sentence-transformers imports only with remote code on.
+    loaded = embed_in_fresh_process(saved, TEXTS, trust_remote_code=input_format == "pair")
+    np.testing.assert_allclose(loaded, expected, atol=1e-5)
+    modules = json.loads((saved / "modules.json").read_text())
+    assert modules[0]["type"].endswith("SelfPairTransformer" if input_format == "pair" else "Transformer")
+    assert json.loads((saved / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mice_pooled_document_states_are_the_early_layer_embedding(models, family):
+    source = cross_encoder(models, family)
+    mice = MiceForSequenceClassification.from_backbone(str(source), fusion_layer=2, interaction_layers=2).eval()
+    folder = models / f"{family}-mice"
+    mice.save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.save_pretrained(folder)
+    with torch.no_grad():
+        states = mice.encode_documents(**mice.tokenize_documents(tokenizer, TEXTS))  # what re-ranking stores
+        pooled = pool_document_states(mice, states).numpy()
+    np.testing.assert_allclose(pooled, early_layer_embeddings(folder, TEXTS), atol=1e-5)
+    np.testing.assert_allclose(pooled, early_layer_embeddings(source, TEXTS, layer=2), atol=1e-5)
+
+
+def test_light_dual_encoder_starts_from_the_cross_encoder_layers(models):
+    folder = cross_encoder(models)
+    seeded = build_light_dual_encoder(folder, layers=3, copied_layers=1, new_layers="next")
+    np.testing.assert_allclose(seeded.encode(TEXTS), early_layer_embeddings(folder, TEXTS, layer=3), atol=1e-5)
+    fresh = build_light_dual_encoder(folder, layers=2, copied_layers=1, new_layers="random")
+    state = fresh[0].auto_model.state_dict()
+    reference = EarlyLayerEncoder.from_pretrained(folder).encoder.state_dict()
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"):
+        assert torch.equal(state[name], reference[name])
+    assert not torch.equal(
+        state["encoder.layer.1.attention.self.query.weight"], reference["encoder.layer.1.attention.self.query.weight"]
+    )
+
+
+@pytest.mark.slow
+def test_distill_embedder_trains_resumes_and_writes_a_card(models, sample_data, tmp_path, capsys):
+    from embeddings.cli import main as cli
+
+    folder = cross_encoder(models)
+    output = tmp_path / "embedder"
+    argv = ["--cross-encoder", str(folder), "--data", str(sample_data), "--output", str(output)]
+    argv += ["--max-queries", "24", "--candidates", "4", "--negatives", "2", "--batch-size", "6"]
+    argv += ["--train-max-length", "48", "--save-steps", "2", "--learning-rate", "1e-3", "--quiet"]
+    assert cli([*argv, "--max-steps", "2"]) == 0
+    first = json.loads((output / "embedder_record.json").read_text())
+    assert first["final_train_loss"] > 0 and first["resumed_from"] is None
+    assert cli([*argv, "--max-steps", "4"]) == 0  # more steps: resumes from the checkpoint at step 2
+    record = json.loads((output / "embedder_record.json").read_text())
+    assert record["resumed_from"].endswith("checkpoint-2")
+    assert [o["name"] for o in record["objectives"]] == ["MultipleNegativesRankingLoss", "DistillKLDivLoss"]
+    assert record["data"]["train_rows"] == 24 and record["layers"] == 2 and record["copied_layers"] == 1
+
+    from sentence_transformers import SentenceTransformer
+
+    trained = SentenceTransformer(str(output))
+    np.testing.assert_allclose(embed_in_fresh_process(output, TEXTS), trained.encode(TEXTS), atol=1e-5)
+    assert not np.allclose(trained.encode(TEXTS), early_layer_embeddings(folder, TEXTS, layer=2), atol=1e-3)
+    card = (output / "README.md").read_text()
+    assert "Can Cross Encoders Produce Useful Sentence Embeddings?" in card
+    assert "| Layers | 2 |" in card and "MultipleNegativesRankingLoss" in card
+    capsys.readouterr()
+    assert cli([*argv, "--max-steps", "4"]) == 0  # complete with these settings: nothing to redo
+    assert capsys.readouterr().out.strip() == f"wrote {output}"
+
+
+@pytest.mark.slow
+def test_mteb_retrieval_runs_the_saved_folder_unchanged(models, sample_data, tmp_path):
+    import mteb
+    from datasets import Dataset
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from sentence_transformers import SentenceTransformer
+
+    from evaluation.first_stage import DenseFirstStage
+    from evaluation.harness import subsample_queries
+    from evaluation.metrics import evaluate_run
+    from ranking_data.beir import load_beir
+
+    data = subsample_queries(load_beir(sample_data, "test"), 10)
+    data.corpus = dict(list(data.corpus.items())[:150]) | {d: data.corpus[d] for j in data.qrels.values() for d in j}
+    saved = save_early_layer_model(cross_encoder(models), tmp_path / "early", layer=2)
+
+    class LocalRetrieval(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            name="LocalDebianRetrieval", type="Retrieval", main_score="ndcg_at_10", eval_splits=["test"],
+            description="a slice of the packaged Debian sample", reference=None,
+            dataset={"path": "NA", "revision": "NA"}, category="t2t", eval_langs=["eng-Latn"], date=None,
+            dialect=[], domains=[], task_subtypes=[], license="not specified", annotations_creators="derived",
+            modalities=["text"], sample_creation="found", bibtex_citation="",
+        )  # fmt: skip
+
+        def load_data(self, num_proc=None, **kwargs):
+            ids = list(data.corpus)
+            self.dataset = {"default": {"test": RetrievalSplitData(
+                queries=Dataset.from_dict({"id": list(data.queries), "text": list(data.queries.values())}),
+                corpus=Dataset.from_dict({"id": ids, "title": [""] * len(ids), "text": [data.document_text(d) for d in ids]}),
+                relevant_docs=data.qrels, top_ranked=None,
+            )}}  # fmt: skip
+            self.data_loaded = True
+
+    result = mteb.evaluate(SentenceTransformer(str(saved)), LocalRetrieval(), cache=None, show_progress_bar=False)
+    mteb_ndcg = result.task_results[0].get_score()
+    ours = evaluate_run(data.qrels, DenseFirstStage(str(saved)).retrieve(data, 100).run, ("ndcg@10",))["ndcg@10"]
+    assert mteb_ndcg == pytest.approx(ours, abs=1e-3)
+
+
+def test_bad_input_gets_a_clear_error(models, tmp_path):
+    folder = cross_encoder(models)
+    with pytest.raises(EarlyLayerError, match=r"layer 5 is beyond the model .*it has 4 layers.*from 0 to 4"):
+        early_layer_embeddings(folder, TEXTS, layer=5)
+    with pytest.raises(EarlyLayerError, match=r"layer 3 is beyond the model .*MICE-ℓ2\+2 has 2 independent layers"):
+        MiceForSequenceClassification.from_backbone(str(folder), fusion_layer=2, interaction_layers=2).save_pretrained(
+            tmp_path / "mice"
+        )
+        AutoTokenizer.from_pretrained(folder).save_pretrained(tmp_path / "mice")
+        EarlyLayerEncoder.from_pretrained(tmp_path / "mice", 3)
+    bi_encoder = save_early_layer_model(folder, tmp_path / "bi-encoder", layer=1)
+    with pytest.raises(EarlyLayerError, match="is a sentence-transformers bi-encoder, not a cross-encoder"):
+        EarlyLayerEncoder.from_pretrained(bi_encoder)
+    with pytest.raises(EarlyLayerError, match="encoder without a classification head"):
+        EarlyLayerEncoder.from_pretrained(build_tiny_backbone(tmp_path, "bert"))
+    with pytest.raises(EarlyLayerError, match="no texts to embed"):
+        early_layer_embeddings(folder, [], layer=1)
+    with pytest.raises(EarlyLayerError, match="unknown input format 'triple'"):
+        early_layer_embeddings(folder, TEXTS, layer=1, input_format="triple")
+
+
+def _empty_corpus(folder: Path) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("")
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "cat"}\n')
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("bi-encoder", "is a sentence-transformers bi-encoder, not a cross-encoder"),
+        ("layers", "layer 9 is beyond the model"),
+        ("empty corpus", "corpus.jsonl holds no records"),
+    ],
+)
+def test_distill_embedder_reports_bad_input_in_one_line(models, sample_data, tmp_path, capsys, case, message):
+    from embeddings.cli import main as cli
+
+    folder, data = cross_encoder(models), sample_data
+    extra = []
+    if case == "bi-encoder":
+        folder = save_early_layer_model(folder, tmp_path / "bi-encoder", layer=1)
+    elif case == "layers":
+        extra = ["--layers", "9"]
+    else:
+        data = _empty_corpus(tmp_path / "empty")
+    capsys.readouterr()
+    code = cli(["--cross-encoder", str(folder), "--data", str(data), "--output", str(tmp_path / "out"), *extra])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.startswith("error: ") and "\n" not in error and message in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_distill_embedder_is_a_mice_verb(models, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mice_rerank.cli", "distill-embedder", "--help"],
+        capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=300,
+    )  # fmt: skip
+    assert "--cross-encoder" in result.stdout and "--layers" in result.stdout and "--preset" in result.stdout
+
+
+def test_config_rejects_impossible_settings(tmp_path):
+    with pytest.raises(ValueError, match="copied_layers <= layers"):
+        EmbedderDistillationConfig("ce", "data", "out", layers=1, copied_layers=2).check()
+    with pytest.raises(ValueError, match="must exceed negatives"):
+        EmbedderDistillationConfig("ce", "data", "out", candidates=3, negatives=3).check()
+    with pytest.raises(ValueError, match="max_steps must be at least 1"):
+        distill_embedder(EmbedderDistillationConfig("ce", "data", "out", max_steps=0))
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        config_from_preset("huge", cross_encoder="ce", data="data", output="out")

@@ -1,0 +1,178 @@
+"""First stages behind one interface: BM25, run files, exact dense search (faiss), and the BM25 + dense hybrid."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+from tiny_models import build_tiny_backbone
+
+from embeddings.early_layers import save_early_layer_model
+from evaluation.first_stage import (
+    BM25FirstStage,
+    DenseFirstStage,
+    FirstStageError,
+    HybridFirstStage,
+    evaluate_first_stages,
+    exact_search,
+    first_stage_from_spec,
+    fuse_runs,
+    normalise_per_query,
+)
+from evaluation.harness import EvaluationConfig, evaluate, subsample_queries
+from evaluation.metrics import evaluate_run
+from ranking_data.beir import load_beir
+
+
+def load_script(name: str):
+    """A script of ``scripts/`` as a module."""
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_script", Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_embedder(tmp_path_factory, one_thread):
+    """A tiny cross-encoder and the SentenceTransformer folder of its first two layers."""
+    folder = tmp_path_factory.mktemp("first-stage")
+    cross_encoder = build_tiny_backbone(folder, "bert", cross_encoder=True)
+    return cross_encoder, save_early_layer_model(cross_encoder, folder / "embedder", layer=2)
+
+
+@pytest.fixture(scope="module")
+def small_beir(sample_data, tmp_path_factory) -> Path:
+    """A 300-document BEIR folder cut from the sample: 12 test queries, their judged documents and 288 others."""
+    data = subsample_queries(load_beir(sample_data, "test"), 12)
+    judged = [d for judgements in data.qrels.values() for d in judgements]
+    kept = judged + [d for d in data.corpus if d not in judged][: 300 - len(judged)]
+    folder = tmp_path_factory.mktemp("small") / "debian"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, **data.corpus[d]}) + "\n" for d in kept))
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in data.queries.items())
+    )
+    rows = [f"{q}\t{d}\t{score}" for q, judgements in data.qrels.items() for d, score in judgements.items()]
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_split(small_beir):
+    return load_beir(small_beir, "test")
+
+
+def test_fusion_is_the_weighted_sum_of_per_query_min_max_scores():
+    dense = {"q": {"a": 0.9, "b": 0.5, "c": 0.1}}
+    bm25 = {"q": {"b": 12.0, "d": 2.0}, "r": {"x": 3.0}}
+    assert normalise_per_query(dense) == {"q": {"a": 1.0, "b": 0.5, "c": 0.0}}
+    fused = fuse_runs([dense, bm25], [0.25, 0.75])
+    # a: 0.25*1; b: 0.25*0.5 + 0.75*1; c: 0; d: 0.75*0 (bm25's floor); r's only document scores 0.75*1.
+    assert fused["q"] == pytest.approx({"b": 0.875, "a": 0.25, "c": 0.0, "d": 0.0})
+    assert list(fused["q"]) == ["b", "a", "c", "d"]  # best first, ties by id
+    assert fused["r"] == {"x": 0.75}
+    assert list(fuse_runs([dense, bm25], [0.25, 0.75], k=2)["q"]) == ["b", "a"]
+
+
+def test_exact_search_is_brute_force_cosine(tiny_embedder, small_split):
+    model = SentenceTransformer(str(tiny_embedder[1]))
+    doc_ids = list(small_split.corpus)
+    documents = model.encode([small_split.document_text(d) for d in doc_ids], normalize_embeddings=True)
+    query_ids = list(small_split.queries)
+    queries = model.encode([small_split.queries[q] for q in query_ids], normalize_embeddings=True)
+    run = exact_search(doc_ids, documents, query_ids, queries, k=5)
+    similarities = queries @ documents.T
+    for row, query_id in enumerate(query_ids):
+        expected = [doc_ids[i] for i in np.argsort(-similarities[row], kind="stable")[:5]]
+        assert list(run[query_id]) == expected
+        assert list(run[query_id].values()) == pytest.approx(sorted(similarities[row], reverse=True)[:5], abs=1e-5)
+
+
+def test_dense_first_stage_caches_document_embeddings(tiny_embedder, small_split, tmp_path):
+    stage = DenseFirstStage(str(tiny_embedder[1]), cache_folder=tmp_path)
+    first = stage.retrieve(small_split, 50)
+    assert first.details["documents_per_s"] > 0 and first.source.startswith(f"dense:{tiny_embedder[1]}@")
+    second = DenseFirstStage(str(tiny_embedder[1]), cache_folder=tmp_path).retrieve(small_split, 50)
+    assert second.details == {"document_embeddings": "cached"}
+    assert second.run == first.run
+    assert all(len(ranking) == 50 for ranking in first.run.values())
+
+
+def test_hybrid_retrieves_the_fusion_of_its_two_runs(tiny_embedder, small_split):
+    dense = DenseFirstStage(str(tiny_embedder[1]))
+    hybrid = HybridFirstStage(dense, dense_weight=0.3).retrieve(small_split, 40)
+    expected = fuse_runs(
+        [dense.retrieve(small_split, 40).run, BM25FirstStage().retrieve(small_split, 40).run], [0.3, 0.7], 40
+    )
+    assert hybrid.run == expected
+    assert hybrid.source.startswith("hybrid:0.3:dense:")
+
+
+def test_first_stages_side_by_side(tiny_embedder, small_split):
+    dense = DenseFirstStage(str(tiny_embedder[1]))
+    table = evaluate_first_stages(small_split, {"bm25": BM25FirstStage(), "dense": dense}, k=100)
+    expected = evaluate_run(small_split.qrels, dense.retrieve(small_split, 100).run, ("ndcg@10", "recall@100"))
+    assert table["dense"]["metrics"] == pytest.approx(expected)
+    assert table["bm25"]["source"] == "bm25" and table["dense"]["ms_per_query"] > 0
+
+
+def test_evaluate_with_a_hybrid_first_stage(tiny_embedder, small_beir):
+    config = EvaluationConfig(
+        data=[str(small_beir)],
+        models=["bm25", f"ce:{tiny_embedder[0]}"],
+        depth=5,
+        first_stage_k=50,
+        max_queries=6,
+        first_stage=f"hybrid:{tiny_embedder[1]}",
+        progress=False,
+    )
+    report = evaluate(config)
+    assert set(report["results"]) == {"hybrid", "bert-ce"}
+    assert report["settings"]["first_stage"].startswith("hybrid: 0.5 x dense")
+    assert report["datasets"]["debian"]["first_stage"].startswith("hybrid:0.5:dense:")
+    assert report["results"]["hybrid"]["debian"]["metrics"]["recall@100"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("dense", "unknown first stage 'dense'"),
+        ("bm25:x", "unknown first stage"),
+        ("sparse:x", "unknown first stage"),
+        ("dense:/no/such/folder", "does not exist"),
+    ],
+)
+def test_bad_first_stage_specs_are_refused_clearly(spec, message):
+    with pytest.raises(FirstStageError, match=message):
+        first_stage_from_spec(spec)
+
+
+def test_a_cross_encoder_is_not_an_embedding_model(tiny_embedder):
+    with pytest.raises(FirstStageError, match="is a cross-encoder, not an embedding model"):
+        first_stage_from_spec(f"dense:{tiny_embedder[0]}")
+
+
+def test_evaluate_script_reports_a_bad_first_stage_in_one_line(tiny_embedder, sample_data, tmp_path, capsys):
+    evaluate_script = load_script("evaluate")
+    code = evaluate_script.main(
+        ["--data", str(sample_data), "--first-stage", f"hybrid:{tiny_embedder[0]}", "--json", str(tmp_path / "e.json")]
+    )
+    error, hint = capsys.readouterr().err.strip().split("\n")  # the mice command's form: one error line, one hint
+    assert code == 2 and "is a cross-encoder, not an embedding model" in error
+    assert error.startswith("error: ") and hint.startswith("hint: ")
+
+
+def test_evaluate_script_takes_a_dense_first_stage(tiny_embedder, small_beir, tmp_path):
+    evaluate_script = load_script("evaluate")
+    output = tmp_path / "e.json"
+    argv = ["--data", str(small_beir), "--first-stage", f"dense:{tiny_embedder[1]}", "--max-queries", "5"]
+    assert evaluate_script.main([*argv, "--json", str(output), "--no-progress"]) == 0
+    report = json.loads(output.read_text())
+    assert list(report["results"]) == ["dense"]
+    assert report["datasets"]["debian"]["first_stage_details"]["documents_per_s"] > 0
