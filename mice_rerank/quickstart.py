@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Preset:
-    """How big the quickstart is. ``cpu``: 3 minutes on the current 2-core host, where the previous, costlier preset
-    took 12-15 minutes on slower ones (docs/results.md); ``gpu``: a real run (not measured yet)."""
+    """How big the quickstart is. ``cpu``: the packaged sample on 2 CPU cores (67 minutes on a host loaded by other
+    jobs in session 8; the quiet-host time of this preset is not measured yet, docs/results.md); ``gpu``: a real run
+    (not measured yet)."""
 
     candidates: int  # BM25 candidates scored by the teacher per training query
     teacher_max_length: int | None  # bi-encoder teacher tokens per text (None: the model's own limit)
