@@ -133,6 +133,10 @@ def test_layers_default_and_bounds(parent, tmp_path):
     assert info.depth == 4
     config = small_config(parent, tmp_path, tmp_path / "out")
     assert resolve_layers(config, info) == (2, 2)
+    # Four interaction layers by default: all above layer 2 up to six layers, the top four of a deeper parent.
+    from dataclasses import replace
+
+    assert [resolve_layers(config, replace(info, depth=depth)) for depth in (3, 6, 12)] == [(1, 2), (2, 4), (8, 4)]
     for fusion in (0, 4, 7):
         with pytest.raises(ConversionError, match="outside the parent's 4 layers"):
             resolve_layers(small_config(parent, tmp_path, tmp_path / "out", fusion_layer=fusion), info)
