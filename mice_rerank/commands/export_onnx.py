@@ -3,7 +3,20 @@
 mice export-onnx --model mice-quickstart/models/mice          # writes mice-quickstart/models/mice/onnx/
 """
 
-from serving.cli import add_export_arguments as add_arguments
-from serving.cli import run_export as run
+from __future__ import annotations
 
-__all__ = ["add_arguments", "run"]
+import argparse
+
+
+# serving needs the `serve` extra (FastAPI, ONNX Runtime): imported when the verb runs, so that the `mice` command and
+# this package import with the core dependencies alone.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from serving.cli import add_export_arguments
+
+    add_export_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.cli import run_export
+
+    return run_export(args)

@@ -5,7 +5,20 @@
     mice serve --model mice-quickstart/models/mice --backend onnx-int8   # after mice export-onnx
 """
 
-from serving.cli import add_serve_arguments as add_arguments
-from serving.cli import run_serve as run
+from __future__ import annotations
 
-__all__ = ["add_arguments", "run"]
+import argparse
+
+
+# serving needs the `serve` extra (FastAPI, ONNX Runtime): imported when the verb runs, so that the `mice` command and
+# this package import with the core dependencies alone.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from serving.cli import add_serve_arguments
+
+    add_serve_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.cli import run_serve
+
+    return run_serve(args)
