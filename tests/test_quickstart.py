@@ -99,7 +99,7 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     }
     assert f"MICE keeps {ndcg['mice'] / ndcg['cross-encoder']:.1%} of its parent" in markdown
     # The report says plainly whether the cross-encoder beat BM25 at its budget.
-    above = ndcg["cross-encoder"] > bm25
+    above = round(ndcg["cross-encoder"], 3) > round(bm25, 3)
     assert ("The cross-encoder is above BM25" in markdown) is above
     assert ("the cross-encoder is NOT above BM25" in markdown) is not above
     assert (
@@ -114,3 +114,21 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     for step in ("build_teacher_data", "train_cross_encoder", "convert_to_mice", "evaluate"):
         monkeypatch.setattr(quickstart, step, must_not_run)
     assert quickstart.run_quickstart(output, "cpu", data=tiny_collection, backbone=backbone, **TINY) == report
+
+
+def _significance(p: float) -> dict:
+    return {"max_p": 0.05, "p_values": {"bm25": {"cross-encoder": {"ndcg@10": p}}}}
+
+
+@pytest.mark.parametrize(
+    ("cross_encoder", "bm25", "p", "expected"),
+    [
+        (0.880, 0.862, 0.01, "The cross-encoder is above BM25, significantly (0.880 vs 0.862, paired t-test p = 0.01)"),
+        (0.872, 0.862, 0.58, "The cross-encoder is above BM25, but not significantly (0.872 vs 0.862,"),
+        # 0.86194 and 0.86159 print alike: a tie at the shown precision is not "above".
+        (0.86194, 0.86159, 0.99, "NOT above BM25: it is level with it (0.862 vs 0.862, paired t-test p = 0.99)"),
+        (0.850, 0.862, 0.2, "NOT above BM25: it is below it (0.850 vs 0.862"),
+    ],
+)
+def test_the_report_says_plainly_where_the_cross_encoder_stands_against_bm25(cross_encoder, bm25, p, expected):
+    assert expected in quickstart.versus_bm25(cross_encoder, bm25, _significance(p))
