@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
     parser.add_argument(
-        "--task-vectors", nargs="+", help="task-vector folders or Hub ids (default: those packaged for gemma-3-270m; none ship yet)"
+        "--task-vectors",
+        nargs="+",
+        help="task-vector folders or Hub ids (default: those packaged for gemma-3-270m; none ship yet)",
     )
     parser.add_argument("--model", help="the causal LM (default: the one the task vectors were trained on)")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="longest decoded mention, in tokens")

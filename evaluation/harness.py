@@ -30,7 +30,7 @@ from ranking_data.beir import BeirData, Run, load_beir, subsample_queries, top_d
 
 from .first_stage import FirstStage, bm25_first_stage, check_run, first_stage_from_spec  # noqa: F401 - re-exported
 from .metrics import DEFAULT_METRICS, compare_runs
-from .rerankers import load_reranker
+from .rerankers import MiceReranker, load_reranker
 
 BM25 = "bm25"
 
@@ -370,6 +370,8 @@ def evaluate_collection(
     candidates, first_stage_ms, source = retrieved.run, retrieved.ms_per_query, retrieved.source
     runs, timings = {collection.first_stage.name: candidates}, {}
     for name, reranker in rerankers.items():
+        if isinstance(reranker, MiceReranker):  # its document store keeps each collection's ids apart
+            reranker.open_collection(data.name)
         record = (
             None if config.runs_folder is None else Path(config.runs_folder) / data.name / f"{_file_name(name)}.json"
         )

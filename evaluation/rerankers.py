@@ -135,9 +135,19 @@ class MiceReranker:
         if cache_folder and long_documents is not None:
             raise ValueError("the document store does not hold passages yet: drop --cache or --long-documents")
         self.encoder = DocumentEncoder(self.model, self.tokenizer, batch_size, show_progress)
+        self.cache_folder = cache_folder
         self.store = DocumentStore.at(cache_folder, self.encoder.fingerprint)
         self.long_documents = long_documents
         self.passages: dict[str, list[torch.Tensor]] = {}  # with long documents: each document's passage states
+
+    def open_collection(self, name: str) -> None:
+        """Keep the documents of collection ``name`` apart: ids repeat across collections (cranfield's '928' is not
+        cisi's), so a cache folder holds one store per collection, ``cache_folder/name/<fingerprint digest>``. A
+        store or index folder the user named is used as it is."""
+        if self.cache_folder is None or DocumentStore.named_store(self.cache_folder) is not None:
+            return
+        self.store.close()
+        self.store = DocumentStore.at(Path(self.cache_folder) / name, self.encoder.fingerprint)
 
     def prepare(self, documents: dict[str, str]) -> float:
         """Encode the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""

@@ -207,10 +207,16 @@ class DocumentStore:
         if folder is None:
             return cls.temporary(fingerprint, compression)
         folder = Path(folder).expanduser()
-        for candidate in (folder, folder / "states"):
-            if (candidate / MANIFEST).is_file():
-                return cls.open(candidate, fingerprint)
+        named = cls.named_store(folder)
+        if named is not None:
+            return cls.open(named, fingerprint)
         return cls.open_or_create(folder / fingerprint["digest"], fingerprint, compression)
+
+    @staticmethod
+    def named_store(folder: str | Path) -> Path | None:
+        """The store ``folder`` names (itself, or the ``states/`` of an index), or None for a cache of stores."""
+        folder = Path(folder).expanduser()
+        return next((c for c in (folder, folder / "states") if (c / MANIFEST).is_file()), None)
 
     @property
     def is_temporary(self) -> bool:

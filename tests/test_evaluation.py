@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,39 @@ def test_document_store_errors_name_the_file_and_the_fix(tiny_rerankers, sample_
 
 
 # -- the harness and the script -----------------------------------------------------------------------------------
+
+
+def test_a_document_cache_keeps_collections_whose_ids_repeat_apart(tiny_rerankers, sample_data, tmp_path):
+    """Two collections share document ids with different texts (cranfield's and cisi's '928'): one --cache folder
+    evaluates both, and gives the scores of an evaluation without a cache."""
+    _, mice_folder = tiny_rerankers
+    folders = []
+    for name, suffix in (("alpha", ""), ("beta", " (another collection's text)")):
+        folder = tmp_path / name
+        shutil.copytree(sample_data, folder)
+        lines = (folder / "corpus.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        (folder / "corpus.jsonl").write_text(
+            "".join(json.dumps({**r, "text": r["text"] + suffix}) + "\n" for r in rows)
+        )
+        folders.append(str(folder))
+
+    def figures(cache_folder):
+        config = EvaluationConfig(
+            data=folders,
+            models=[f"mice:{mice_folder}"],
+            depth=5,
+            max_queries=3,
+            seed=1,
+            progress=False,
+            cache_folder=cache_folder,
+        )
+        results = evaluate(config)["results"]["mice"]
+        return {name: results[name]["metrics"] for name in ("alpha", "beta")}
+
+    assert figures(str(tmp_path / "cache")) == figures(None)
+    for name in ("alpha", "beta"):  # one store per collection, each holding its documents
+        assert any((tmp_path / "cache" / name).glob("*/shard-*.safetensors"))
 
 
 def test_evaluate_writes_json_markdown_and_plots(tiny_rerankers, sample_data, tmp_path):
