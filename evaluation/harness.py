@@ -292,7 +292,7 @@ def evaluate(config: EvaluationConfig, systems: dict | None = None) -> dict:
     if len(set(names)) != len(names):
         raise ValueError(f"data folders must have distinct names, got {names}")
     first_stage = config.build_first_stage(names)
-    rerankers = load_systems(config, first_stage.name)
+    rerankers = load_systems(config, first_stage.name, collection=names[0])
     clashes = set(systems or {}) & {*rerankers, first_stage.name}
     if clashes:
         raise ValueError(f"system names {sorted(clashes)} are taken by the models or the first stage; rename them")
@@ -304,9 +304,10 @@ def evaluate(config: EvaluationConfig, systems: dict | None = None) -> dict:
     return report
 
 
-def load_systems(config: EvaluationConfig, first_stage: str = BM25) -> dict:
+def load_systems(config: EvaluationConfig, first_stage: str = BM25, collection: str | None = None) -> dict:
     """The re-rankers of ``config.models`` by their short names (``bm25`` is the first stage, not one of them);
-    ``first_stage`` names the first stage among the systems a baseline may be."""
+    ``first_stage`` names the first stage among the systems a baseline may be, ``collection`` the first collection
+    they re-rank."""
     specs = [spec for spec in config.models if spec != BM25]
     rerankers = {
         name: load_reranker(
@@ -316,6 +317,7 @@ def load_systems(config: EvaluationConfig, first_stage: str = BM25) -> dict:
             config.cache_folder,
             config.progress,
             config.long_document_scoring(),
+            collection,
         )
         for name, spec in zip(system_names(specs), specs, strict=True)
     }

@@ -104,7 +104,8 @@ class MiceReranker:
     yet, and ``score_query`` runs the query's lower layers once and its interaction layers against up to
     ``batch_size`` stored documents at a time. ``cache_folder`` names that store: a folder of per-model stores kept
     between runs, or an index built by ``mice index`` (its compression is then what is evaluated); without one the
-    store is temporary and forgotten after each chunk of queries. With ``long_documents`` each document is encoded
+    store is temporary and forgotten after each chunk of queries. In a cache folder each ``collection`` has its own
+    store (``open_collection`` moves to another). With ``long_documents`` each document is encoded
     as overlapping passages, held in memory (the store keeps one entry per document), and its passages' scores are
     aggregated (``modeling_mice.LongDocuments``).
     """
@@ -119,6 +120,7 @@ class MiceReranker:
         cache_folder: str | Path | None = None,
         show_progress: bool = True,
         long_documents=None,
+        collection: str | None = None,
     ):
         from transformers import AutoTokenizer
 
@@ -135,19 +137,19 @@ class MiceReranker:
         if cache_folder and long_documents is not None:
             raise ValueError("the document store does not hold passages yet: drop --cache or --long-documents")
         self.encoder = DocumentEncoder(self.model, self.tokenizer, batch_size, show_progress)
-        self.cache_folder = cache_folder
-        self.store = DocumentStore.at(cache_folder, self.encoder.fingerprint)
+        self.cache_folder, self.collection = cache_folder, collection
+        self.store = DocumentStore.at(cache_folder, self.encoder.fingerprint, collection=collection)
         self.long_documents = long_documents
         self.passages: dict[str, list[torch.Tensor]] = {}  # with long documents: each document's passage states
 
     def open_collection(self, name: str) -> None:
-        """Keep the documents of collection ``name`` apart: ids repeat across collections (cranfield's '928' is not
-        cisi's), so a cache folder holds one store per collection, ``cache_folder/name/<fingerprint digest>``. A
-        store or index folder the user named is used as it is."""
-        if self.cache_folder is None or DocumentStore.named_store(self.cache_folder) is not None:
+        """Re-rank collection ``name`` from now on: its own store in a cache folder (a temporary store is released
+        after each chunk of queries anyway)."""
+        if self.cache_folder is None or name == self.collection:
             return
         self.store.close()
-        self.store = DocumentStore.at(Path(self.cache_folder) / name, self.encoder.fingerprint)
+        self.collection = name
+        self.store = DocumentStore.at(self.cache_folder, self.encoder.fingerprint, collection=name)
 
     def prepare(self, documents: dict[str, str]) -> float:
         """Encode the documents ``{doc_id: text}`` not held yet; returns the seconds spent."""
@@ -289,8 +291,10 @@ def load_reranker(
     cache_folder: str | Path | None = None,
     show_progress: bool = True,
     long_documents=None,
+    collection: str | None = None,
 ):
-    """Build a re-ranker from ``ce:PATH``, ``mice:PATH`` or a bare ``PATH`` (kind read from its ``config.json``).
+    """Build a re-ranker from ``ce:PATH``, ``mice:PATH`` or a bare ``PATH`` (kind read from its ``config.json``);
+    ``collection`` names the first collection a MICE model's document store serves.
 
     Raises:
         ModelPathError: the path does not exist, is not a model folder, or is not a MICE model under ``mice:``.
@@ -300,5 +304,5 @@ def load_reranker(
     if kind == "mice" and detected != "mice":
         raise ModelPathError(f"{path} is not a MICE model (its config.json model_type is not 'mice'); use ce:{path}")
     if (kind or ("ce" if detected == "cross-encoder" else "mice")) == "mice":
-        return MiceReranker(path, batch_size, device, cache_folder, show_progress, long_documents)
+        return MiceReranker(path, batch_size, device, cache_folder, show_progress, long_documents, collection)
     return CrossEncoderReranker(path, batch_size, device, long_documents)

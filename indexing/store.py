@@ -197,26 +197,28 @@ class DocumentStore:
         return store
 
     @classmethod
-    def at(cls, folder: str | Path | None, fingerprint: dict[str, Any], compression: str = "float32") -> DocumentStore:
+    def at(
+        cls,
+        folder: str | Path | None,
+        fingerprint: dict[str, Any],
+        compression: str = "float32",
+        collection: str | None = None,
+    ) -> DocumentStore:
         """The store a user-given folder names, for the model with ``fingerprint``.
 
         ``None``: a temporary store. A store folder, or an index folder (``mice index``) holding one in ``states/``:
         that store (its fingerprint must match). Any other folder: a cache of stores, one per model, in
-        ``folder/<fingerprint digest>`` (created on first use).
+        ``folder/<fingerprint digest>`` (created on first use), or ``folder/<collection>/<fingerprint digest>`` when
+        a ``collection`` is named: document ids repeat across collections (cranfield's '928' is not cisi's).
         """
         if folder is None:
             return cls.temporary(fingerprint, compression)
         folder = Path(folder).expanduser()
-        named = cls.named_store(folder)
-        if named is not None:
-            return cls.open(named, fingerprint)
-        return cls.open_or_create(folder / fingerprint["digest"], fingerprint, compression)
-
-    @staticmethod
-    def named_store(folder: str | Path) -> Path | None:
-        """The store ``folder`` names (itself, or the ``states/`` of an index), or None for a cache of stores."""
-        folder = Path(folder).expanduser()
-        return next((c for c in (folder, folder / "states") if (c / MANIFEST).is_file()), None)
+        for candidate in (folder, folder / "states"):
+            if (candidate / MANIFEST).is_file():
+                return cls.open(candidate, fingerprint)
+        cache = folder if collection is None else folder / collection
+        return cls.open_or_create(cache / fingerprint["digest"], fingerprint, compression)
 
     @property
     def is_temporary(self) -> bool:

@@ -233,6 +233,7 @@ def test_a_document_cache_keeps_collections_whose_ids_repeat_apart(tiny_reranker
     assert figures(str(tmp_path / "cache")) == figures(None)
     for name in ("alpha", "beta"):  # one store per collection, each holding its documents
         assert any((tmp_path / "cache" / name).glob("*/shard-*.safetensors"))
+    assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == ["alpha", "beta"]  # and no other store
 
 
 def test_evaluate_writes_json_markdown_and_plots(tiny_rerankers, sample_data, tmp_path):
