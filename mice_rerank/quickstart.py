@@ -45,7 +45,7 @@ class Preset:
     # candidates of this many train queries (no labels read), and MICE learns to rank like it above its frozen
     # independent layers, so a conversion step costs a small fraction of a cross-encoder step.
     conversion_queries: int
-    conversion_held_out: int  # of those, kept out of the conversion to measure MICE's agreement with its parent
+    conversion_held_out: int  # more queries, kept out of the conversion to measure MICE's agreement with its parent
     conversion_steps: int
     conversion_learning_rate: float
     max_query_length: int
@@ -291,8 +291,6 @@ def versus_bm25(cross_encoder: float, bm25: float, significance: dict) -> str:
 
 def write_report(output: Path, records: dict) -> Path:
     """``report/report.md``: what was run, each system's budget, the figures, and the plots."""
-    import torch
-
     evaluation = json.loads((output / "evaluation.json").read_text(encoding="utf-8"))
     dataset = next(iter(evaluation["datasets"]))
     steps = records["steps"]
@@ -310,7 +308,7 @@ def write_report(output: Path, records: dict) -> Path:
         f"Collection `{dataset}` ({evaluation['datasets'][dataset]['documents']} documents), "
         f"{evaluation['datasets'][dataset]['queries']} held-out test queries, BM25 top-"
         f"{evaluation['settings']['depth']} re-ranked. The cross-encoder is distilled from the teacher; MICE is "
-        f"converted from the cross-encoder. Wall times on {torch.get_num_threads()} CPU thread(s) unless a GPU was "
+        f"converted from the cross-encoder. Wall times on {evaluation['settings']['torch_threads']} CPU thread(s) unless a GPU was "
         f"used. Settings: `{json.dumps(records['settings'])}`.",
         "",
         "| system | budget | nDCG@10 | MRR@10 | R@100 | MAP | ms / query (mean) |",

@@ -6,9 +6,9 @@ measure, for each, the share of the parent's nDCG@10 it keeps and how much faste
         --layers 2+4 3+3 4+2 2+2 3+2 4+1 --output runs/sweep --steps 600
 
 Every conversion uses the same parent scores (built once, under ``--output``) and the same settings (any flag of
-``mice convert``; ``--output`` is the sweep's folder). Evaluation re-ranks BM25's top ``--eval_depth`` of each folder's ``--split`` queries with the parent and
-every MICE in one ``evaluation.harness.evaluate`` run, so the latencies are measured side by side: the speed-up of a MICE model
-is the parent's mean re-ranking time per query divided by its own (documents encoded in advance, as MICE is used).
+``mice convert``; ``--output`` is the sweep's folder). Evaluation re-ranks BM25's top ``--eval_depth`` of each
+folder's ``--split`` queries with the parent and every MICE in one ``evaluation.harness.evaluate`` run, so the
+latencies are measured side by side: the speed-up of a MICE model is the parent's mean re-ranking time per query divided by its own (documents encoded in advance, as MICE is used).
 The first ``--evaluate`` folder is the in-domain one; the others are averaged as out of domain. Writes
 ``sweep.json``, ``sweep.md`` (the table) and ``sweep.png`` (retained nDCG@10 against speed-up, the Pareto front
 marked). Finished conversions and re-rankings are reused when the command runs again.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -134,8 +137,6 @@ def test_layers_default_and_bounds(parent, tmp_path):
     config = small_config(parent, tmp_path, tmp_path / "out")
     assert resolve_layers(config, info) == (2, 2)
     # Four interaction layers by default: all above layer 2 up to six layers, the top four of a deeper parent.
-    from dataclasses import replace
-
     assert [resolve_layers(config, replace(info, depth=depth)) for depth in (3, 6, 12)] == [(1, 2), (2, 4), (8, 4)]
     for fusion in (0, 4, 7):
         with pytest.raises(ConversionError, match="outside the parent's 4 layers"):
@@ -298,8 +299,6 @@ def test_mice_convert_reports_a_bad_parent_in_one_line(tmp_path, capsys):
 
 
 def test_sweep_converts_each_layer_choice_and_reports_retention_and_speedup(parent, tmp_path):
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location(
         "convert_sweep", Path(__file__).parents[1] / "scripts/convert_sweep.py"
     )
@@ -307,8 +306,6 @@ def test_sweep_converts_each_layer_choice_and_reports_retention_and_speedup(pare
     spec.loader.exec_module(sweep)
     assert sweep.pareto_front([(1.0, 0.9), (2.0, 0.8), (1.5, 0.7), (2.0, 0.9)]) == [3]
     assert sweep.pareto_front([(1.0, 0.9), (2.0, 0.8), (1.5, 0.7)]) == [0, 1]
-
-    import shutil
 
     data = write_corpus(tmp_path / "data", splits=("train", "test"))
     other = shutil.copytree(data, tmp_path / "other")  # "out of domain": the same lists under another name

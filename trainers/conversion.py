@@ -144,14 +144,15 @@ class ParentInfo:
     path: str
     family: str
     depth: int
-    max_length: int | None
+    max_length: int | None  # the longest pair it reads (its tokenizer's limit), None when unlimited
+    positions: int  # the longest sequence its position embeddings allow: MICE encodes a document alone up to it
 
 
 def inspect_parent(path: str) -> ParentInfo:
     """Check that ``path`` is a one-label cross-encoder of a family MICE supports; raise ``ConversionError`` if not."""
     from transformers import AutoConfig
 
-    from modeling_mice.configuration_mice import SUPPORTED_ENCODERS
+    from modeling_mice.configuration_mice import SUPPORTED_ENCODERS, encoder_max_length
 
     try:
         config = AutoConfig.from_pretrained(path)
@@ -179,7 +180,9 @@ def inspect_parent(path: str) -> ParentInfo:
         raise ConversionError(
             f"{path} has {config.num_labels} output labels; conversion distils a re-ranker's single relevance score"
         )
-    return ParentInfo(path, config.model_type, config.num_hidden_layers, _parent_max_length(path))
+    return ParentInfo(
+        path, config.model_type, config.num_hidden_layers, _parent_max_length(path), encoder_max_length(config)
+    )
 
 
 def _parent_max_length(path: str) -> int | None:
@@ -581,16 +584,15 @@ def build_student(config: ConversionConfig, parent: ParentInfo, fusion: int, int
     import tempfile
 
     from sentence_transformers.cross_encoder import CrossEncoder
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from modeling_mice import MiceForSequenceClassification
-    from modeling_mice.configuration_mice import encoder_max_length
 
     from .frozen_documents import freeze_independent_layers
     from .training import dropout_overrides
 
     # No longer than the parent's positions, nor than the pairs it was used with (one [CLS] and [SEP] fewer).
-    document_length = min(config.max_document_length, encoder_max_length(AutoConfig.from_pretrained(parent.path)))
+    document_length = min(config.max_document_length, parent.positions)
     if parent.max_length is not None:
         document_length = min(document_length, parent.max_length - config.max_query_length + 2)
     mice = MiceForSequenceClassification.from_backbone(
