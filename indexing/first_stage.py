@@ -2,8 +2,8 @@
 their hybrid.
 
 Each is saved in its own folder of the index and answers ``search(queries, depth) -> {query_id: {doc_id: score}}``.
-The hybrid sums the per-query min-max normalised scores of the two over the union of their top ``depth`` (a
-document missing from one list gets that list's minimum, 0), as the "hybrid" of ``../shared/docs/offline.md``.
+The hybrid is ``ranking_data.fusion.fuse_runs`` of the two with equal weights, as in ``mice evaluate --first_stage
+hybrid:PATH``: per-query min-max normalised scores summed over the union of their top ``depth``.
 """
 
 from __future__ import annotations
@@ -120,22 +120,3 @@ class DenseFirstStage:
             query_id: {self.doc_ids[r]: float(s) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0}
             for i, query_id in enumerate(query_ids)
         }
-
-
-def _min_max(scores: dict[str, float]) -> dict[str, float]:
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    spread = high - low
-    return {doc_id: (score - low) / spread if spread > 0 else 0.0 for doc_id, score in scores.items()}
-
-
-def hybrid(bm25_run: Run, dense_run: Run, depth: int) -> Run:
-    """Per-query min-max normalised BM25 plus dense scores over the union of both lists, top ``depth``."""
-    fused: Run = {}
-    for query_id in dense_run:
-        lexical, semantic = _min_max(bm25_run.get(query_id, {})), _min_max(dense_run[query_id])
-        combined = {d: lexical.get(d, 0.0) + semantic.get(d, 0.0) for d in lexical.keys() | semantic.keys()}
-        ranked = sorted(combined.items(), key=lambda item: (-item[1], item[0]))[:depth]
-        fused[query_id] = dict(ranked)
-    return fused

@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 from ranking_data.beir import Run
+from ranking_data.fusion import fuse_runs
 
 from .build import BM25, BUILD_FILE, DENSE, INDEX_FILE, STATES, load_mice
 from .encoding import DocumentEncoder
-from .first_stage import FIRST_STAGES, BM25FirstStage, DenseFirstStage, hybrid
+from .first_stage import FIRST_STAGES, BM25FirstStage, DenseFirstStage
 from .store import MANIFEST, DocumentStore, StoreError
 
 
@@ -130,7 +131,7 @@ class MiceIndex:
             raise ValueError(f"depth must be at least 1, got {depth}")
         stage = self._first_stage(first_stage)
         if first_stage == "hybrid":
-            return hybrid(stage[0].search(queries, depth), stage[1].search(queries, depth), depth)
+            return fuse_runs([stage[0].search(queries, depth), stage[1].search(queries, depth)], [0.5, 0.5], depth)
         return stage.search(queries, depth)
 
     @torch.inference_mode()

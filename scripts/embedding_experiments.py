@@ -21,9 +21,10 @@ import torch
 
 from embeddings.early_layers import INPUT_FORMATS, EarlyLayerEncoder
 from embeddings.layer_sweep import early_layer_runs
-from evaluation.first_stage import BM25FirstStage, DenseFirstStage, fuse_runs
+from evaluation.first_stage import BM25FirstStage, DenseFirstStage
 from evaluation.metrics import evaluate_run
 from ranking_data.beir import load_beir
+from ranking_data.fusion import fuse_runs
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 

@@ -20,12 +20,11 @@ from evaluation.first_stage import (
     evaluate_first_stages,
     exact_search,
     first_stage_from_spec,
-    fuse_runs,
-    normalise_per_query,
 )
 from evaluation.harness import EvaluationConfig, evaluate, subsample_queries
 from evaluation.metrics import evaluate_run
 from ranking_data.beir import load_beir
+from ranking_data.fusion import fuse_runs, normalise_per_query
 
 
 def load_script(name: str):

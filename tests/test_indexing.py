@@ -629,7 +629,7 @@ def test_dense_and_hybrid_first_stages_with_an_embedder_built_from_minilm(models
         low, high = min(scores.values()), max(scores.values())
         return (scores[doc_id] - low) / (high - low) if doc_id in scores else 0.0
 
-    by_hand = {d: normalised(bm25, d) + normalised(dense, d) for d in set(bm25) | set(dense)}
+    by_hand = {d: 0.5 * normalised(bm25, d) + 0.5 * normalised(dense, d) for d in set(bm25) | set(dense)}
     assert fused == pytest.approx(dict(sorted(by_hand.items(), key=lambda i: (-i[1], i[0]))[:10]))
     hits = index.search(QUERY, k=3, first_stage="hybrid", depth=10)
     assert len(hits) == 3 and all(hit.document_id in fused for hit in hits)
