@@ -121,6 +121,10 @@ def test_interrupted_run_says_so_and_resumes_to_the_same_weights(workspace):
     assert len(moved) > len(expected) // 2, "steps 3-4 barely changed the weights: the comparison would be empty"
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    # The arguments beside the model and in its checkpoints are JSON, not sentence-transformers' pickle.
+    for folder in (interrupted, interrupted / "checkpoint-4"):
+        assert not (folder / "training_args.bin").exists()
+        assert json.loads((folder / "training_args.json").read_text())["max_steps"] == 4
 
 
 def test_a_checkpoint_written_in_part_is_not_resumed_from(tmp_path):

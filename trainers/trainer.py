@@ -19,6 +19,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 from torch import nn
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from .batching import ListwiseDataCollator, find_mice_model, list_inputs_for, score_inputs
 from .frozen_documents import DocumentStateMemo, independent_layers_frozen
@@ -109,6 +110,15 @@ class DistillationTrainer(CrossEncoderTrainer):
 
     def get_default_loss(self, model) -> nn.Module:
         return MarginMSELoss(model)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        # sentence-transformers pickles the arguments beside the model (training_args.bin); keep them as JSON
+        # instead, so no folder this trainer writes holds a pickle (resuming reads trainer_state.json, not these).
+        super()._save(output_dir, state_dict)
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        os.remove(os.path.join(folder, TRAINING_ARGS_NAME))
+        with open(os.path.join(folder, "training_args.json"), "w", encoding="utf-8") as file:
+            file.write(self.args.to_json_string())
 
     def compute_loss(
         self,
