@@ -112,13 +112,13 @@ class DistillationTrainer(CrossEncoderTrainer):
         return MarginMSELoss(model)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        # sentence-transformers pickles the arguments beside the model (training_args.bin); keep them as JSON
-        # instead, so no folder this trainer writes holds a pickle (resuming reads trainer_state.json, not these).
+        # sentence-transformers pickles the arguments beside the model (training_args.bin); keep them as JSON so a
+        # saved model holds no pickle. Resuming does not read them (checkpoints keep the optimizer's own state).
         super()._save(output_dir, state_dict)
         folder = output_dir if output_dir is not None else self.args.output_dir
-        os.remove(os.path.join(folder, TRAINING_ARGS_NAME))
         with open(os.path.join(folder, "training_args.json"), "w", encoding="utf-8") as file:
             file.write(self.args.to_json_string())
+        os.remove(os.path.join(folder, TRAINING_ARGS_NAME))
 
     def compute_loss(
         self,
