@@ -7,10 +7,11 @@ refuses pickle weights, and turns the Hub's usual failures into errors that say 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, get_token, hf_hub_download
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, ModelCard, get_token, hf_hub_download
 
 from .dataset_card import render_dataset_card
 from .model_card import render_model_card
@@ -122,6 +123,52 @@ def push_model(
     commit that holds the weights and the remote code. With `create_pr`, both go to one new pull request.
     """
     folder = check_model_folder(folder)
+    evaluation = Path(evaluation) if evaluation else find_evaluation_file(folder)
+    return push_folder_with_card(
+        folder,
+        repo_id,
+        lambda content_oid: render_model_card(
+            folder,
+            evaluation=evaluation,
+            latency=latency,
+            repo_id=repo_id,
+            pinned_revision=content_oid,
+            base_model=base_model,
+            license=license,
+        ),
+        token=token,
+        private=private,
+        revision=revision,
+        create_pr=create_pr,
+        create_repo=create_repo,
+        commit_message=commit_message or f"Upload {read_training_record(folder)['model_type']} model",
+        card_message="Add model card",
+        ignore_patterns=NOT_PUSHED,
+        extra_files={"evaluation.json": evaluation} if evaluation else None,
+    )
+
+
+def push_folder_with_card(
+    folder: Path,
+    repo_id: str,
+    render_card: Callable[[str], ModelCard],
+    *,
+    token: str | None,
+    private: bool,
+    revision: str | None,
+    create_pr: bool,
+    create_repo: bool,
+    commit_message: str,
+    card_message: str,
+    ignore_patterns: list[str] | None = None,
+    allow_patterns: list[str] | None = None,
+    extra_files: dict[str, Path] | None = None,
+) -> PushResult:
+    """Upload a folder to a model repository, then its card (with `extra_files`) in a second commit.
+
+    `render_card` receives the content commit's id, so that a card can pin the revision that holds the weights; with
+    `create_pr` both commits go to one new pull request.
+    """
     token = resolve_token(token)
     api = HfApi(token=token)
     _prepare_repo(api, repo_id, "model", private=private, revision=revision, create_repo=create_repo)
@@ -130,26 +177,17 @@ def push_model(
         folder_path=folder,
         revision=revision,
         create_pr=create_pr,
-        commit_message=commit_message or f"Upload {read_training_record(folder)['model_type']} model",
-        ignore_patterns=NOT_PUSHED,
+        commit_message=commit_message,
+        ignore_patterns=ignore_patterns,
+        allow_patterns=allow_patterns,
     )
     target = content.pr_revision or revision or "main"
-    evaluation = Path(evaluation) if evaluation else find_evaluation_file(folder)
-    card = render_model_card(
-        folder,
-        evaluation=evaluation,
-        latency=latency,
-        repo_id=repo_id,
-        pinned_revision=content.oid,
-        base_model=base_model,
-        license=license,
-    )
+    card = render_card(content.oid)
     card.validate(repo_type="model")
     operations = [CommitOperationAdd("README.md", str(card).encode())]
-    if evaluation:
-        operations.append(CommitOperationAdd("evaluation.json", str(evaluation)))
+    operations += [CommitOperationAdd(name, str(path)) for name, path in (extra_files or {}).items()]
     card_commit = api.create_commit(
-        repo_id=repo_id, operations=operations, revision=target, commit_message="Add model card"
+        repo_id=repo_id, operations=operations, revision=target, commit_message=card_message
     )
     return PushResult(repo_id, target, card_commit.oid, content.oid, card_commit.commit_url, content.pr_url)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
 from .model_card import TEMPLATES
-from .push import PushResult, _prepare_repo, resolve_token
+from .push import PushResult, push_folder_with_card
 from .records import RecordError, _load_json
 from .tables import Table, key_value_table
 
@@ -161,24 +161,16 @@ def push_task_vectors(
     """Push the two files of a task-vector folder, then its card (two commits, as `push_model` does)."""
     folder = Path(folder)
     record = read_task_vector_record(folder)
-    token = resolve_token(token)
-    api = HfApi(token=token)
-    _prepare_repo(api, repo_id, "model", private=private, revision=revision, create_repo=create_repo)
-    content = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=folder,
+    return push_folder_with_card(
+        folder,
+        repo_id,
+        lambda _content_oid: render_task_vector_card(folder, repo_id=repo_id, license=license),
+        token=token,
+        private=private,
         revision=revision,
         create_pr=create_pr,
+        create_repo=create_repo,
         commit_message=commit_message or f"Upload Entity Lens task vectors for {record['model']}",
+        card_message="Add task-vector card",
         allow_patterns=[TASK_VECTOR_WEIGHTS, TASK_VECTOR_RECORD],
     )
-    target = content.pr_revision or revision or "main"
-    card = render_task_vector_card(folder, repo_id=repo_id, license=license)
-    card.validate(repo_type="model")
-    card_commit = api.create_commit(
-        repo_id=repo_id,
-        operations=[CommitOperationAdd("README.md", str(card).encode())],
-        revision=target,
-        commit_message="Add task-vector card",
-    )
-    return PushResult(repo_id, target, card_commit.oid, content.oid, card_commit.commit_url, content.pr_url)
