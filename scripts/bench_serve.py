@@ -127,7 +127,7 @@ def serve(model: str, backend: str, extra: list[str], threads: int | None):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mice", required=True, help="MICE model folder (with onnx/ for the ONNX backends)")
-    parser.add_argument("--mice-backend", default="torch", choices=("torch", "onnx", "onnx-int8"))
+    parser.add_argument("--mice-backend", default="torch", choices=("torch", "onnx", "onnx-int8", "onnx-int8-query"))
     parser.add_argument("--cross-encoder", required=True, help="cross-encoder folder with onnx/ (served int8)")
     parser.add_argument("--corpus", type=Path, default=SAMPLE, help="corpus.jsonl the texts come from")
     parser.add_argument("--requests", type=int, default=60)

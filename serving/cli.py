@@ -8,6 +8,7 @@ import sys
 from modeling_mice import LongDocuments
 
 from .app import ServerSettings
+from .rerankers import BACKENDS
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +19,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnx", "onnx-int8"),
+        choices=BACKENDS,
         default="torch",
-        help="PyTorch, or ONNX Runtime fp32/int8 from MODEL/onnx (mice export-onnx writes it)",
+        help="PyTorch, or ONNX Runtime fp32/int8 from MODEL/onnx (mice export-onnx writes it); onnx-int8-query: MICE "
+        "documents encoded in fp32 and queries scored in int8 (int8 document states cost ranking quality)",
     )
     parser.add_argument("--key-values", action="store_true", help="MICE: cache documents as interaction keys/values")
     parser.add_argument("--cache-documents", type=int, default=10_000, help="MICE document cache size (0: off)")

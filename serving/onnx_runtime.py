@@ -32,10 +32,19 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 class OnnxMiceEngine:
-    """MICE on ONNX Runtime: `encode` documents to states (or keys and values), `score` a query against them."""
+    """MICE on ONNX Runtime: `encode` documents to states (or keys and values), `score` a query against them.
+
+    `precision` is the query scorer's, `document_precision` the document encoder's (default: the same): an int8
+    scorer on fp32 document states keeps the ranking where int8 states do not (docs/results.md, issue 22).
+    """
 
     def __init__(
-        self, folder: str | Path, precision: str = "fp32", key_values: bool = False, threads: int | None = None
+        self,
+        folder: str | Path,
+        precision: str = "fp32",
+        key_values: bool = False,
+        threads: int | None = None,
+        document_precision: str | None = None,
     ):
         folder = Path(folder)
         self.manifest = read_manifest(folder)
@@ -44,7 +53,7 @@ class OnnxMiceEngine:
         self.key_values = key_values
         suffix = "_key_values" if key_values else ""
         encoder = "document_key_values" if key_values else "document_encoder"
-        self.encoder = _session(folder / graph_file(encoder, precision), threads)
+        self.encoder = _session(folder / graph_file(encoder, document_precision or precision), threads)
         self.scorer = _session(folder / graph_file("query_scorer" + suffix, precision), threads)
         self.max_query_length = self.manifest["max_query_length"]
         self.max_document_length = self.manifest["max_document_length"]

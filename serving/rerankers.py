@@ -7,7 +7,8 @@
 
 Both split documents longer than the model's window into overlapping passages when given `LongDocuments` (MaxP,
 FirstP, sum of the top), score texts in batches, and return raw scores (logits). `load_reranker(folder, backend)` picks
-the kind from the folder's `config.json` and the engine from `backend` (`torch`, `onnx`, `onnx-int8`).
+the kind from the folder's `config.json` and the engine from `backend` (`torch`, `onnx`, `onnx-int8`, and for MICE
+`onnx-int8-query`: an int8 query scorer on fp32 document states).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from torch.nn.utils.rnn import pad_sequence
 
 from modeling_mice import LongDocuments, aggregate_passage_scores, tokenize_passages
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-query")
+# ONNX backends: (document encoder, query scorer) precisions. Quantising the document encoder is what costs MICE
+# ranking quality (0.009 nDCG@10 on debian-known-item, against 0.001 for the query scorer alone: docs/results.md).
+ONNX_PRECISIONS = {"onnx": ("fp32", "fp32"), "onnx-int8": ("int8", "int8"), "onnx-int8-query": ("fp32", "int8")}
 
 
 def folder_fingerprint(folder: str | Path, backend: str) -> str:
@@ -301,8 +305,9 @@ def load_reranker(
     threads: int | None = None,
 ) -> Reranker:
     """A re-ranker for the MICE or cross-encoder model saved in `folder`, on `backend` (`torch`, `onnx` or
-    `onnx-int8`; the ONNX backends read `folder/onnx`, written by `serving.export_onnx`). `key_values` keeps MICE
-    documents as their interaction keys and values (faster scoring, more memory)."""
+    `onnx-int8`, or for MICE `onnx-int8-query`: documents encoded in fp32, queries scored in int8; the ONNX backends
+    read `folder/onnx`, written by `serving.export_onnx`). `key_values` keeps MICE documents as their interaction keys
+    and values (faster scoring, more memory)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import modeling_mice  # noqa: F401  (registers MICE with the Auto classes)
@@ -315,7 +320,7 @@ def load_reranker(
     folder = Path(folder)
     kind = model_kind(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    precision = "int8" if backend == "onnx-int8" else "fp32"
+    document_precision, precision = ONNX_PRECISIONS.get(backend, (None, None))
     if threads:
         torch.set_num_threads(threads)
     if kind == "mice":
@@ -323,9 +328,11 @@ def load_reranker(
             model = AutoModelForSequenceClassification.from_pretrained(folder)
             engine = TorchMiceEngine(model, key_values)
         else:
-            engine = OnnxMiceEngine(folder / "onnx", precision, key_values, threads)
+            engine = OnnxMiceEngine(folder / "onnx", precision, key_values, threads, document_precision)
         fingerprint = folder_fingerprint(folder, f"{backend}:{'key_values' if key_values else 'states'}")
         return MiceReranker(engine, tokenizer, fingerprint, batch_size, long_documents, cache_documents)
+    if backend == "onnx-int8-query":
+        raise ValueError(f"{folder} holds a cross-encoder: onnx-int8-query is for MICE; use onnx-int8")
     if backend == "torch":
         engine = TorchCrossEncoderEngine(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer)
     else:

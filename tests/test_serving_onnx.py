@@ -77,6 +77,15 @@ def test_onnx_minilm_mice_and_cross_encoder(minilm_path, tmp_path):
     assert np.abs(reference - int8).max() <= 5e-3
     quantized = {node.op_type for node in onnx.load(tmp_path / "mice" / "onnx" / "query_scorer.int8.onnx").graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= quantized
+    # onnx-int8-query: the fp32 document encoder's states, scored by the int8 query scorer, bit for bit.
+    engines = {name: load_reranker(tmp_path / "mice", name).engine for name in ("onnx", "onnx-int8", "onnx-int8-query")}
+    d = AutoTokenizer.from_pretrained(minilm_path)(DOCUMENTS, padding=True, return_tensors="pt")
+    q = AutoTokenizer.from_pretrained(minilm_path)([QUERY], return_tensors="pt")
+    states = engines["onnx-int8-query"].encode(d["input_ids"], d["attention_mask"])
+    assert torch.equal(states, engines["onnx"].encode(d["input_ids"], d["attention_mask"]))
+    assert not torch.equal(states, engines["onnx-int8"].encode(d["input_ids"], d["attention_mask"]))
+    scored = [engines[name].score(q["input_ids"], q["attention_mask"], states, d["attention_mask"]) for name in engines]
+    assert torch.equal(scored[2], scored[1]) and not torch.equal(scored[2], scored[0])
 
     cross_encoder = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
@@ -87,6 +96,8 @@ def test_onnx_minilm_mice_and_cross_encoder(minilm_path, tmp_path):
     assert np.abs(reference - load_reranker(tmp_path / "ce", "onnx").score(QUERY, documents)).max() <= 1e-4
     int8 = load_reranker(tmp_path / "ce", "onnx-int8").score(QUERY, documents)
     assert np.corrcoef(reference, int8)[0, 1] > 0.95
+    with pytest.raises(ValueError, match="onnx-int8-query is for MICE; use onnx-int8"):
+        load_reranker(tmp_path / "ce", "onnx-int8-query")
 
 
 @pytest.mark.parametrize("family", ["bert", "modernbert", "deberta-v3"])
