@@ -24,10 +24,11 @@ from torch.nn.utils.rnn import pad_sequence
 
 from modeling_mice import LongDocuments, aggregate_passage_scores, tokenize_passages
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-query")
 # ONNX backends: (document encoder, query scorer) precisions. Quantising the document encoder is what costs MICE
 # ranking quality (0.009 nDCG@10 on debian-known-item, against 0.001 for the query scorer alone: docs/results.md).
+# A cross-encoder has one graph, so only the backends whose two precisions agree apply to it.
 ONNX_PRECISIONS = {"onnx": ("fp32", "fp32"), "onnx-int8": ("int8", "int8"), "onnx-int8-query": ("fp32", "int8")}
+BACKENDS = ("torch", *ONNX_PRECISIONS)
 
 
 def folder_fingerprint(folder: str | Path, backend: str) -> str:
@@ -331,8 +332,8 @@ def load_reranker(
             engine = OnnxMiceEngine(folder / "onnx", precision, key_values, threads, document_precision)
         fingerprint = folder_fingerprint(folder, f"{backend}:{'key_values' if key_values else 'states'}")
         return MiceReranker(engine, tokenizer, fingerprint, batch_size, long_documents, cache_documents)
-    if backend == "onnx-int8-query":
-        raise ValueError(f"{folder} holds a cross-encoder: onnx-int8-query is for MICE; use onnx-int8")
+    if document_precision != precision:
+        raise ValueError(f"{folder} holds a cross-encoder: {backend} is for MICE; use onnx-int8")
     if backend == "torch":
         engine = TorchCrossEncoderEngine(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer)
     else:
