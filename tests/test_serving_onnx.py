@@ -85,7 +85,9 @@ def test_onnx_minilm_mice_and_cross_encoder(minilm_path, tmp_path):
     states = engines["onnx-int8-query"].encode(d["input_ids"], d["attention_mask"])
     assert torch.equal(states, engines["onnx"].encode(d["input_ids"], d["attention_mask"]))
     assert not torch.equal(states, engines["onnx-int8"].encode(d["input_ids"], d["attention_mask"]))
-    scored = {name: e.score(q["input_ids"], q["attention_mask"], states, d["attention_mask"]) for name, e in engines.items()}
+    scored = {
+        name: e.score(q["input_ids"], q["attention_mask"], states, d["attention_mask"]) for name, e in engines.items()
+    }
     assert torch.equal(scored["onnx-int8-query"], scored["onnx-int8"])
     assert not torch.equal(scored["onnx-int8-query"], scored["onnx"])
 
