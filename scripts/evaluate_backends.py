@@ -2,9 +2,11 @@
 
 BM25 (the shared first stage) retrieves, each backend's re-ranker (`serving.load_reranker`) re-ranks the top
 `--depth`, and ir-measures scores every run against the qrels, with paired t-tests between backends; what int8
-quantisation costs shows as the difference from fp32. Prints one JSON line.
+quantisation costs shows as the difference from fp32. A backend written `BACKEND:key-values` scores MICE from its
+documents' cached interaction keys and values instead of their states. Prints one JSON line.
 
-    python scripts/evaluate_backends.py --model MODEL --data ../shared/data/debian-known-item --backends onnx,onnx-int8
+    python scripts/evaluate_backends.py --model MODEL --data ../shared/data/debian-known-item \
+        --backends onnx,onnx-int8,onnx-int8-query,onnx-int8-query:key-values
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="MICE or cross-encoder folder (with onnx/ for ONNX backends)")
     parser.add_argument("--data", required=True, help="a BEIR-layout folder")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--backends", default="onnx,onnx-int8", help=f"comma-separated, of {', '.join(BACKENDS)}")
+    parser.add_argument(
+        "--backends",
+        default="onnx,onnx-int8",
+        help=f"comma-separated, of {', '.join(BACKENDS)}, each optionally with ':key-values' (MICE)",
+    )
     parser.add_argument("--depth", type=int, default=20, help="BM25 candidates re-ranked per query")
     parser.add_argument("--max-queries", type=int, help="a reproducible sample of the judged queries")
     parser.add_argument("--threads", type=int)
@@ -35,16 +41,19 @@ def main(argv: list[str] | None = None) -> None:
     data = subsample_queries(load_beir(args.data, args.split), args.max_queries)
     candidates, _ = bm25_first_stage(data, k=args.depth)
     runs, seconds = {"bm25": candidates}, {}
-    for backend in args.backends.split(","):
-        reranker = load_reranker(args.model, backend, threads=args.threads)
+    for name in args.backends.split(","):
+        backend, _, form = name.partition(":")
+        if form not in ("", "key-values"):
+            parser.error(f"--backends: {name!r}: the only form after ':' is 'key-values'")
+        reranker = load_reranker(args.model, backend, key_values=bool(form), threads=args.threads)
         start = time.perf_counter()
         run = {}
         for query_id, ranking in candidates.items():
             top = top_documents(ranking, args.depth)
             scores = reranker.score(data.queries[query_id], [data.document_text(d) for d in top]) if top else []
             run[query_id] = {doc_id: float(score) for doc_id, score in zip(top, scores, strict=True)}
-        runs[backend] = run
-        seconds[backend] = round(time.perf_counter() - start, 1)
+        runs[name] = run
+        seconds[name] = round(time.perf_counter() - start, 1)
     comparison = compare_runs(data.qrels, runs, ("ndcg@10", "mrr@10"), 0.05)
     report = {
         "model": str(args.model),
