@@ -11,7 +11,7 @@ from tiny_models import FAMILIES, build_tiny_backbone
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modeling_mice import LongDocuments, MiceForSequenceClassification
-from serving.onnx_export import export_cross_encoder, export_mice, export_onnx
+from serving.onnx_export import export_cross_encoder, export_mice, export_onnx, independent_products
 from serving.rerankers import load_reranker
 
 QUERY = "how do dogs bark at a cat"
@@ -76,8 +76,13 @@ def test_onnx_minilm_mice_and_cross_encoder(minilm_path, tmp_path):
     # ranking is measured in docs/results.md.
     int8 = load_reranker(tmp_path / "mice", "onnx-int8").score(QUERY, documents)
     assert np.abs(reference - int8).max() <= 5e-3
-    quantized = {node.op_type for node in onnx.load(tmp_path / "mice" / "onnx" / "query_scorer.int8.onnx").graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= quantized
+    scorer = onnx.load(tmp_path / "mice" / "onnx" / "query_scorer.int8.onnx").graph
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in scorer.node}
+    # What runs once per query stays fp32: the query's 3 lower layers (q, k, v, attention output and two feed-forward
+    # products each) and the first interaction layer's self-attention (q, k, v, output), which reads no document.
+    weights = {tensor.name for tensor in scorer.initializer}
+    float_products = [n for n in scorer.node if n.op_type in ("MatMul", "Gemm") and weights.intersection(n.input)]
+    assert len(float_products) == 3 * 6 + 4
     # onnx-int8-query: the fp32 document encoder's states, scored by the int8 query scorer, bit for bit.
     engines = {name: load_reranker(tmp_path / "mice", name).engine for name in ("onnx", "onnx-int8", "onnx-int8-query")}
     d = tokenizer(DOCUMENTS, padding=True, return_tensors="pt")
@@ -228,3 +233,20 @@ def test_evaluation_rerankers_score_long_documents_like_the_serving_ones(tmp_pat
     serving.engine.max_length = 24
     scores = cross_encoder.score_query(QUERY, documents, [0, 1, 2])
     assert np.abs(np.array(scores) - serving.score(QUERY, documents)).max() <= 1e-5
+
+
+def test_independent_products_are_those_reading_no_given_input():
+    """Of three products, the one fed by the query alone is independent of the documents; one fed by the documents,
+    and one fed by the query through a node that also reads the documents, are not."""
+    weight = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [2, 2], [1, 0, 0, 1])
+    nodes = [
+        onnx.helper.make_node("MatMul", ["query", "w"], ["q"], name="query_only"),
+        onnx.helper.make_node("MatMul", ["documents", "w"], ["d"], name="documents"),
+        onnx.helper.make_node("Add", ["q", "d"], ["qd"], name="mix"),
+        onnx.helper.make_node("MatMul", ["qd", "w"], ["out"], name="after_mix"),
+    ]
+    inputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2, 2]) for n in ("query", "documents")]
+    outputs = [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [2, 2])]
+    graph = onnx.helper.make_graph(nodes, "g", inputs, outputs, [weight])
+    assert independent_products(graph, {"documents"}) == ["query_only"]
+    assert independent_products(graph, {"documents", "query"}) == []
