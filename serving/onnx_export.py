@@ -10,9 +10,9 @@ MICE becomes four graphs (all with dynamic batch and length axes):
 
 A cross-encoder becomes one graph `model`: `input_ids, attention_mask[, token_type_ids] (P, L)` -> `scores (P,)` (its
 first logit). int8 copies (`*.int8.onnx`) are `onnxruntime.quantization.quantize_dynamic` with per-channel int8
-weights, applied to the matrix products that run once per document; a query scorer's products that read no document
-input (the query's own lower layers, run once per query) stay fp32, at no measurable cost in speed. `export.json` describes the folder (kind, graphs, inputs, the model's lengths, versions). The traced
-forwards are `modeling_mice.MiceDocumentEncoder` / `MiceQueryScorer` (no data-dependent shapes), exported with
+weights on the matrix products that run once per document; a query scorer's products that read no document input
+(the query's lower layers and first self-attention, run once per query) stay fp32. `export.json` describes the folder
+(kind, graphs, inputs, the model's lengths, versions). The traced forwards are `modeling_mice.MiceDocumentEncoder` / `MiceQueryScorer` (no data-dependent shapes), exported with
 `torch.onnx.export`'s TorchScript tracer by default (seconds, where the dynamo exporter takes minutes per graph on a
 CPU; `dynamo=True` uses it instead).
 """
@@ -90,17 +90,18 @@ def independent_products(graph: onnx.GraphProto, inputs: set[str]) -> list[str]:
     return independent
 
 
-def quantize_int8(source: Path, target: Path, per_document_inputs: set[str] | None = None) -> None:
-    """Dynamic int8 quantisation of MatMul/Gemm weights (per output channel), activations quantised at run time.
+def quantize_int8(source: Path, target: Path, per_document_inputs: set[str]) -> None:
+    """Dynamic int8 quantisation of the MatMul/Gemm weights (per output channel) of the products that read any of
+    `per_document_inputs`, activations quantised at run time; the others stay fp32.
 
-    With `per_document_inputs`, the products that read none of them stay fp32: in a MICE query scorer, the query's
-    own lower layers and first self-attention, run once per query. On debian-known-item that took int8 MICE's loss
-    from 0.0059 to 0.0046 nDCG@10 (fp32 document states; 0.0063 to 0.0034 on cached keys and values), with no speed
-    change beyond the run-to-run spread (docs/results.md, issue 22).
+    In a MICE query scorer those others are the query's lower layers and first self-attention, run once per query:
+    keeping them fp32 took int8 MICE's loss on debian-known-item from 0.0059 to 0.0046 nDCG@10 (fp32 document states;
+    0.0063 to 0.0034 on cached keys and values), with no speed change beyond the run-to-run spread (docs/results.md,
+    issue 22). In a graph whose every input is per document, every product is quantised.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    excluded = independent_products(onnx.load(source).graph, per_document_inputs) if per_document_inputs else []
+    excluded = independent_products(onnx.load(source).graph, per_document_inputs)
     quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=excluded)
 
 
@@ -114,11 +115,9 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _write_graphs(
-    model, graphs: dict, folder: Path, int8: bool, dynamo: bool, per_document_inputs: dict[str, set[str]] | None = None
-) -> dict[str, dict[str, str]]:
-    """Export each `{name: (module, args, input names, axes)}` to `folder` (and its int8 copy, quantised where it reads
-    `per_document_inputs[name]`, everywhere for a graph not named there).
+def _write_graphs(model, graphs: dict, folder: Path, int8: bool, dynamo: bool) -> dict[str, dict[str, str]]:
+    """Export each `{name: (module, args, input names, axes, per-document input names)}` to `folder` (and its int8
+    copy, quantised where it reads a per-document input).
 
     `model` is traced with eager attention (plain MatMul/Softmax, which ONNX Runtime fuses and quantises; the sdpa
     path holds mask shortcuts decided at trace time) and given its own implementation back afterwards.
@@ -127,12 +126,12 @@ def _write_graphs(
     model.set_attn_implementation("eager")
     files = {}
     try:
-        for name, (module, args, names, axes) in graphs.items():
+        for name, (module, args, names, axes, per_document) in graphs.items():
             fp32 = folder / graph_file(name, "fp32")
             _export(module, args, names, axes, fp32, dynamo)
             files[name] = {"fp32": fp32.name}
             if int8:
-                quantize_int8(fp32, folder / graph_file(name, "int8"), (per_document_inputs or {}).get(name))
+                quantize_int8(fp32, folder / graph_file(name, "int8"), set(per_document))
                 files[name]["int8"] = graph_file(name, "int8")
     finally:
         model.set_attn_implementation(implementation)
@@ -164,8 +163,9 @@ def export_mice(
         states = model.encode_documents(**documents)
         key_values = model.document_key_values(states)
     document_args = (documents["document_input_ids"], documents["document_attention_mask"])
-    document_axes = {name: {0: "documents", 1: "document_length"} for name in ("input_ids", "attention_mask")}
-    document_inputs = ["documents", "document_attention_mask"]
+    document_names = ["input_ids", "attention_mask"]
+    document_axes = {name: {0: "documents", 1: "document_length"} for name in document_names}
+    document_inputs = ["documents", "document_attention_mask"]  # the query scorer's per-document inputs
     scorer_names = ["query_input_ids", "query_attention_mask", *document_inputs]
     scorer_axes = {
         "query_input_ids": {1: "query_length"},
@@ -179,26 +179,30 @@ def export_mice(
         "document_encoder": (
             MiceDocumentEncoder(model),
             document_args,
-            ["input_ids", "attention_mask"],
+            document_names,
             document_axes | {"document_states": {0: "documents", 1: "document_length"}},
+            document_names,
         ),
         "document_key_values": (
             MiceDocumentEncoder(model, key_values=True),
             document_args,
-            ["input_ids", "attention_mask"],
+            document_names,
             document_axes | {"document_key_values": {0: "documents", 1: "document_length"}},
+            document_names,
         ),
         "query_scorer": (
             MiceQueryScorer(model),
             (*query_args, states.hidden_states, states.attention_mask),
             scorer_names,
             scorer_axes,
+            document_inputs,
         ),
         "query_scorer_key_values": (
             MiceQueryScorer(model, key_values=True),
             (*query_args, key_values.key_values, key_values.attention_mask),
             scorer_names,
             scorer_axes,
+            document_inputs,
         ),
     }
     if not key_values:
@@ -207,9 +211,7 @@ def export_mice(
     manifest = {
         "format": FORMAT,
         "kind": "mice",
-        "graphs": _write_graphs(
-            model, graphs, folder, int8, dynamo, {name: set(document_inputs) for name in graphs if "scorer" in name}
-        ),
+        "graphs": _write_graphs(model, graphs, folder, int8, dynamo),
         "hidden_size": config.encoder_config.hidden_size,
         "interaction_layers": config.interaction_layers,
         "max_query_length": config.max_query_length,
@@ -243,7 +245,7 @@ def export_cross_encoder(model, tokenizer, folder: str | Path, int8: bool = True
     encoded = tokenizer([query_text] * len(document_texts), document_texts, padding=True, return_tensors="pt")
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoded]
     axes = {name: {0: "pairs", 1: "length"} for name in names} | {"scores": {0: "pairs"}}
-    graphs = {"model": (_FirstLogit(model), tuple(encoded[name] for name in names), names, axes)}
+    graphs = {"model": (_FirstLogit(model), tuple(encoded[name] for name in names), names, axes, names)}
     manifest = {
         "format": FORMAT,
         "kind": "cross-encoder",
