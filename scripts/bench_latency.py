@@ -14,8 +14,9 @@ Every repeat times every system once, interleaved, so that a background load aff
 reported. Also measured: a large float32 matrix product in torch and in ONNX Runtime (``gemm_gflops``: what this
 machine sustains with each engine), and the FLOPs of each system, counted analytically (matrix products only, as
 ``torch.utils.flop_counter.FlopCounterMode`` counts them) to report the achieved GFLOP/s. ``speedups`` gives each MICE
-system's best backend against the int8 ONNX cross-encoder (what CPU deployments run), and every backend's ratio. Texts are random whole-word
-vocabulary entries, so a document of ``--doc-length`` words is exactly that many tokens (plus the special tokens).
+system's best backend against the int8 ONNX cross-encoder (what CPU deployments run), and every backend's ratio.
+Texts are random whole-word vocabulary entries, so a document of ``--doc-length`` words is exactly that many tokens
+(plus the special tokens).
 
     python scripts/bench_latency.py --config minilm-l12 --fusion-layer 4 --interaction-layers 3 \
         --backends torch,onnx,onnx-int8 --threads 2 --batch-size 32

@@ -38,13 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    backends = {name: name.partition(":") for name in args.backends.split(",")}
+    for name, (_, _, form) in backends.items():
+        if form not in ("", "key-values"):
+            parser.error(f"--backends: {name!r}: the only form after ':' is 'key-values'")
     data = subsample_queries(load_beir(args.data, args.split), args.max_queries)
     candidates, _ = bm25_first_stage(data, k=args.depth)
     runs, seconds = {"bm25": candidates}, {}
-    for name in args.backends.split(","):
-        backend, _, form = name.partition(":")
-        if form not in ("", "key-values"):
-            parser.error(f"--backends: {name!r}: the only form after ':' is 'key-values'")
+    for name, (backend, _, form) in backends.items():
         reranker = load_reranker(args.model, backend, key_values=bool(form), threads=args.threads)
         start = time.perf_counter()
         run = {}

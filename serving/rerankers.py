@@ -25,7 +25,8 @@ from torch.nn.utils.rnn import pad_sequence
 from modeling_mice import LongDocuments, aggregate_passage_scores, tokenize_passages
 
 # ONNX backends: (document encoder, query scorer) precisions. Quantising the document encoder is what costs MICE
-# ranking quality (0.009 nDCG@10 on debian-known-item, against 0.001 for the query scorer alone: docs/results.md).
+# ranking quality (0.009-0.010 nDCG@10 on debian-known-item for two trained models, against 0.001-0.005 for the query
+# scorer alone: docs/results.md).
 # A cross-encoder has one graph, so only the backends whose two precisions agree apply to it.
 ONNX_PRECISIONS = {"onnx": ("fp32", "fp32"), "onnx-int8": ("int8", "int8"), "onnx-int8-query": ("fp32", "int8")}
 BACKENDS = ("torch", *ONNX_PRECISIONS)
@@ -334,6 +335,8 @@ def load_reranker(
         return MiceReranker(engine, tokenizer, fingerprint, batch_size, long_documents, cache_documents)
     if document_precision != precision:
         raise ValueError(f"{folder} holds a cross-encoder: {backend} is for MICE; use onnx-int8")
+    if key_values:
+        raise ValueError(f"{folder} holds a cross-encoder, which has no document keys and values: drop key_values")
     if backend == "torch":
         engine = TorchCrossEncoderEngine(AutoModelForSequenceClassification.from_pretrained(folder), tokenizer)
     else:

@@ -106,6 +106,8 @@ def test_onnx_minilm_mice_and_cross_encoder(minilm_path, tmp_path):
     assert np.corrcoef(reference, int8)[0, 1] > 0.95
     with pytest.raises(ValueError, match="onnx-int8-query is for MICE; use onnx-int8"):
         load_reranker(tmp_path / "ce", "onnx-int8-query")
+    with pytest.raises(ValueError, match="no document keys and values: drop key_values"):
+        load_reranker(tmp_path / "ce", "onnx", key_values=True)
 
 
 @pytest.mark.parametrize("family", ["bert", "modernbert", "deberta-v3"])
