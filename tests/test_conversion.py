@@ -235,10 +235,13 @@ def test_conversion_trains_resumes_and_loads_as_mice(parent, tmp_path):
 def test_conversion_of_a_bare_corpus_uses_generated_queries(parent, tmp_path):
     data = write_corpus(tmp_path / "bare", queries=None)
     output = tmp_path / "mice"
-    convert(small_config(parent, data, output, steps=2))
+    convert(small_config(parent, data, output, steps=2, mask_cls_to_doc=False, mask_query_to_cls=False))
     record = json.loads((output / "conversion.json").read_text())
     assert record["query_source"].startswith("pseudo-queries generated from the corpus")
     assert record["training_queries"] > 0
+    # The parent's attention pattern, kept on request: the saved model carries both choices.
+    config = json.loads((output / "config.json").read_text())
+    assert config["mask_cls_to_doc"] is False and config["mask_query_to_cls"] is False
 
 
 def test_training_lowers_the_distillation_loss(parent, tmp_path):

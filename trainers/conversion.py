@@ -109,6 +109,10 @@ class ConversionConfig:
     mask_cls_to_doc: bool = field(
         default=True, metadata={"help": "the query [CLS] may not cross-attend to the document (the paper's MICE)"}
     )
+    mask_query_to_cls: bool = field(
+        default=True,
+        metadata={"help": "in the interaction layers, query tokens may not attend to the query [CLS] (the paper's MICE)"},
+    )
     parent_scores: str | None = field(
         default=None,
         metadata={"help": "an existing folder of parent scores to reuse (e.g. across a sweep); default: build one"},
@@ -604,6 +608,7 @@ def build_student(config: ConversionConfig, parent: ParentInfo, fusion: int, int
         max_query_length=config.max_query_length,
         max_document_length=document_length,
         mask_cls_to_doc=config.mask_cls_to_doc,
+        mask_query_to_cls=config.mask_query_to_cls,
     )
     with tempfile.TemporaryDirectory() as folder:
         mice.save_pretrained(folder)
