@@ -26,6 +26,7 @@ from trainers.conversion import (
     inspect_parent,
     joint_pairs,
     resolve_layers,
+    student_document_length,
 )
 
 WORDS = (
@@ -143,6 +144,16 @@ def test_layers_default_and_bounds(parent, tmp_path):
             resolve_layers(small_config(parent, tmp_path, tmp_path / "out", fusion_layer=fusion), info)
     with pytest.raises(ConversionError, match="choose 1 to 1 interaction layers"):
         resolve_layers(small_config(parent, tmp_path, tmp_path / "out", fusion_layer=3, interaction_layers=2), info)
+
+
+def test_student_reads_every_document_token_its_parent_reads(parent, tmp_path):
+    info = inspect_parent(parent)
+    config = small_config(parent, tmp_path, tmp_path / "out", max_document_length=256)
+    # A parent reading 96-token pairs reads up to 92 document tokens beside a one-token query: 94 with MICE's own
+    # [CLS] and [SEP].
+    assert student_document_length(config, replace(info, max_length=96, positions=512)) == 94
+    assert student_document_length(replace(config, max_document_length=64), replace(info, max_length=96)) == 64
+    assert student_document_length(config, replace(info, max_length=None, positions=40)) == 40
 
 
 def test_empty_corpus_and_missing_corpus_are_reported(parent, tmp_path):

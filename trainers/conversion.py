@@ -111,7 +111,9 @@ class ConversionConfig:
     )
     mask_query_to_cls: bool = field(
         default=True,
-        metadata={"help": "in the interaction layers, query tokens may not attend to the query [CLS] (the paper's MICE)"},
+        metadata={
+            "help": "in the interaction layers, query tokens may not attend to the query [CLS] (the paper's MICE)"
+        },
     )
     parent_scores: str | None = field(
         default=None,
@@ -583,6 +585,19 @@ class ConversionResult:
     record: dict[str, Any]
 
 
+def student_document_length(config: ConversionConfig, parent: ParentInfo) -> int:
+    """The student's longest document (special tokens included): ``config.max_document_length``, but no longer than
+    the parent's positions nor than the longest document the parent reads in a pair.
+
+    A pair is truncated only by what its query takes, so next to a one-token query the parent reads
+    ``max_length - 4`` document tokens ([CLS] q [SEP] d [SEP]); MICE adds its own [CLS] and [SEP]. Capping the
+    student at ``max_length - max_query_length`` instead would hide from it text that its teacher scored whenever the
+    query is short (most debian-known-item documents are longer than 64 tokens, most queries about 11).
+    """
+    length = min(config.max_document_length, parent.positions)
+    return length if parent.max_length is None else min(length, parent.max_length - 2)
+
+
 def build_student(config: ConversionConfig, parent: ParentInfo, fusion: int, interaction: int):
     """MICE-ℓ``fusion``+``interaction`` built from the parent, as a sentence-transformers ``CrossEncoder``."""
     import tempfile
@@ -595,10 +610,7 @@ def build_student(config: ConversionConfig, parent: ParentInfo, fusion: int, int
     from .frozen_documents import freeze_independent_layers
     from .training import dropout_overrides
 
-    # No longer than the parent's positions, nor than the pairs it was used with (one [CLS] and [SEP] fewer).
-    document_length = min(config.max_document_length, parent.positions)
-    if parent.max_length is not None:
-        document_length = min(document_length, parent.max_length - config.max_query_length + 2)
+    document_length = student_document_length(config, parent)
     mice = MiceForSequenceClassification.from_backbone(
         parent.path,
         # A conversion fits a deterministic target in a few hundred steps: dropout only slows it down.
