@@ -230,7 +230,8 @@ def convert_to_mice(data: Path, cross_encoder: Path, output: Path, preset: Prese
             batch_size=preset.batch_size,
             learning_rate=preset.conversion_learning_rate,
             max_query_length=preset.max_query_length,
-            max_document_length=preset.max_document_length,
+            # No max_document_length: the student reads as much of each document as the cross-encoder reads beside
+            # a short query (trainers.conversion.student_document_length), not the preset's document share.
             bf16=preset.bf16,
             seed=seed,
         )
