@@ -714,6 +714,7 @@ def convert(config: ConversionConfig) -> ConversionResult:
         "settings": asdict(config),
         "fusion_layer": fusion,
         "interaction_layers": interaction,
+        "max_document_length": mice.config.max_document_length,  # the settings' value after the parent's cap
         "query_source": data.source,
         "training_queries": len(train_rows),
         "held_out_queries": len(held_out_rows),

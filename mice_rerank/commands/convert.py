@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = convert(ConversionConfig(**dataclass_values(args, ConversionConfig)))
     conversion = result.record["conversion"]
-    summary = {key: conversion[key] for key in ("fusion_layer", "interaction_layers", "agreement_with_parent")}
+    summary = {
+        key: conversion[key]
+        for key in ("fusion_layer", "interaction_layers", "max_document_length", "agreement_with_parent")
+    }
     print(json.dumps({"output": result.output, **summary}))
     return 0
