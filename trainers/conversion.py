@@ -590,7 +590,8 @@ def student_document_length(config: ConversionConfig, parent: ParentInfo) -> int
     the parent's positions nor than the longest document the parent reads in a pair.
 
     A pair is truncated only by what its query takes, so next to a one-token query the parent reads
-    ``max_length - 4`` document tokens ([CLS] q [SEP] d [SEP]); MICE adds its own [CLS] and [SEP]. Capping the
+    ``max_length - 4`` document tokens ([CLS] q [SEP] d [SEP]; one fewer where pairs take two separators, so the cap
+    is an upper bound there); MICE adds its own [CLS] and [SEP]. Capping the
     student at ``max_length - max_query_length`` instead would hide from it text that its teacher scored whenever the
     query is short (most debian-known-item documents are longer than 64 tokens, most queries about 11).
     """
