@@ -10,10 +10,13 @@ sentence-transformers' ``SentenceTransformerTrainer``:
 2. rows ``(query, positive, hardest negatives)`` with the teacher's scores, trained with
    :class:`~embeddings.losses.ContrastiveDistillationLoss` (InfoNCE on the labelled positive against the hard and
    in-batch negatives, plus KL distillation of the teacher's scores);
-3. optionally, embedding-level distillation from a stronger dual encoder (``embedding_teacher``): the same texts'
-   embeddings matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine), in alternate
-   batches;
-4. the trained model is written to ``output`` (a ``SentenceTransformer`` folder with ``embedder_record.json`` for the
+3. optionally, ``pair_queries`` further labelled training queries that the teacher never scored, as
+   ``(query, positive)`` pairs with in-batch negatives (sentence-transformers' ``MultipleNegativesRankingLoss``):
+   labelled data is cheap where teacher scores are not;
+4. optionally, embedding-level distillation from a stronger dual encoder (``embedding_teacher``): every text of the
+   rows and pairs, its embedding matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine);
+   the datasets take turns, one batch each (round robin);
+5. the trained model is written to ``output`` (a ``SentenceTransformer`` folder with ``embedder_record.json`` for the
    card). Checkpoints go to the work folder; a re-run resumes from the last one, and returns at once when the
    output is complete.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +37,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from ranking_data.beir import BeirFormatError, load_beir
+from ranking_data.beir import BeirData, BeirFormatError, load_beir
 
 from .early_layers import EarlyLayerEncoder, EarlyLayerError, describe_source
 
@@ -66,6 +70,10 @@ class EmbedderDistillationConfig:
     distillation_weight: float = field(default=1.0, metadata={"help": "weight of the KL distillation term"})
     teacher_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the teacher's scores"})
     temperature: float = field(default=0.05, metadata={"help": "softmax temperature of the cosine similarities"})
+    pair_queries: int = field(
+        default=0,
+        metadata={"help": "further labelled training queries (not teacher-scored), trained as (query, positive) pairs"},
+    )
     embedding_teacher: str | None = field(
         default=None, metadata={"help": "a stronger SentenceTransformer whose embeddings are also distilled"}
     )
@@ -100,6 +108,8 @@ class EmbedderDistillationConfig:
         for name in ("negatives", "candidates", "batch_size", "max_steps", "max_length", "train_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.pair_queries < 0:
+            raise ValueError(f"pair_queries must not be negative, got {self.pair_queries}")
         if self.candidates <= self.negatives:
             raise ValueError(f"candidates ({self.candidates}) must exceed negatives ({self.negatives})")
 
@@ -188,14 +198,21 @@ def teacher_dataset(config: EmbedderDistillationConfig, show_progress: bool = Tr
     )
 
 
-def ranking_rows(teacher_data, negatives: int) -> datasets.Dataset:
-    """``(query, positive, negative_1..n, label)`` rows: the labelled positive (the teacher's best where the data
-    has no labels) and the ``negatives`` best-scored other candidates, with the teacher's scores as ``label``.
-    Queries with too few candidates are left out."""
+def ranking_rows(teacher_data, negatives: int, relevant: dict[str, set[str]] | None = None) -> datasets.Dataset:
+    """``(query, positive, negative_1..n, label)`` rows: a positive and the ``negatives`` best-scored other
+    candidates, with the teacher's scores as ``label``.
+
+    The positive is a candidate the teacher data labels relevant; where it labels none, one that ``relevant`` (query
+    text -> relevant document texts, e.g. the data folder's qrels) does; where the data has no labels at all and no
+    ``relevant`` is given, the teacher's best. Queries with no positive or too few candidates are left out."""
     columns: dict[str, list] = {"query": [], "positive": [], **{f"negative_{i + 1}": [] for i in range(negatives)}}
     columns["label"] = []
     for row in teacher_data.training_rows():
-        labels = row.get("labels") or [1] + [0] * (len(row["documents"]) - 1)
+        labels = row.get("labels")
+        if relevant is not None and not any(label > 0 for label in labels or []):
+            known = relevant.get(row["query"], set())
+            labels = [int(document in known) for document in row["documents"]]
+        labels = labels or [1] + [0] * (len(row["documents"]) - 1)
         positives = [i for i, label in enumerate(labels) if label > 0]
         others = [i for i, label in enumerate(labels) if label <= 0]
         if not positives or len(others) < negatives:
@@ -212,11 +229,46 @@ def ranking_rows(teacher_data, negatives: int) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns)
 
 
-def embedding_rows(rows: datasets.Dataset, teacher: str, folder: Path, batch_size: int = 64) -> datasets.Dataset:
-    """``(text, label)``: every distinct text of ``rows`` with its embedding by ``teacher`` (saved in ``folder``)."""
+def labelled_pairs(data: BeirData, count: int, exclude: set[str], seed: int) -> datasets.Dataset:
+    """``(anchor, positive)``: ``count`` judged queries of ``data`` drawn with ``seed``, leaving out the query texts in
+    ``exclude`` (those already in the ranking rows), each with its first relevant document.
+
+    Raises:
+        ValueError: fewer such queries than ``count``.
+    """
+    judged = sorted(
+        query_id
+        for query_id, judgements in data.qrels.items()
+        if data.queries[query_id] not in exclude and any(score > 0 for score in judgements.values())
+    )
+    if len(judged) < count:
+        raise ValueError(
+            f"pair_queries is {count} but {data.name} has only {len(judged)} further judged queries; lower it"
+        )
+    chosen = random.Random(seed).sample(judged, count)
+    positives = [min(d for d, score in data.qrels[q].items() if score > 0) for q in chosen]
+    return datasets.Dataset.from_dict(
+        {"anchor": [data.queries[q] for q in chosen], "positive": [data.document_text(d) for d in positives]}
+    )
+
+
+def dataset_texts(*tables: datasets.Dataset) -> list[str]:
+    """Every distinct text of the tables' text columns (not ``label``), in order of first appearance."""
+    return list(
+        dict.fromkeys(
+            t for table in tables for column in table.column_names if column != "label" for t in table[column]
+        )
+    )
+
+
+def embedding_rows(texts: list[str], teacher: str, folder: Path, batch_size: int = 64) -> datasets.Dataset:
+    """``(text, label)``: each of ``texts`` with its embedding by ``teacher``, saved in ``folder`` and reused when a
+    later run asks for the same texts (other texts are embedded again)."""
     if (folder / "dataset_info.json").is_file():
-        return datasets.load_from_disk(str(folder))
-    texts = list(dict.fromkeys(t for column in rows.column_names if column != "label" for t in rows[column]))
+        saved = datasets.load_from_disk(str(folder))
+        if saved["text"] == texts:
+            return saved
+        logger.info("%s holds other texts; embedding again", folder)
     model = SentenceTransformer(teacher)
     targets = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True)
     dataset = datasets.Dataset.from_dict({"text": texts, "label": targets.astype(np.float32).tolist()})
@@ -254,6 +306,9 @@ def _objectives(loss_map: dict[str, torch.nn.Module], config: EmbedderDistillati
             "config": ranking["distillation"],
         },
     ]
+    if "pairs" in loss_map:
+        pairs = loss_map["pairs"].get_config_dict()
+        objectives.append({"name": type(loss_map["pairs"]).__name__, "weight": 1.0, "config": pairs})
     if "embedding" in loss_map:
         objectives.append(
             {
@@ -292,7 +347,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
-    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
+    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss, MultipleNegativesRankingLoss
     from transformers.trainer_utils import get_last_checkpoint
 
     from .losses import ContrastiveDistillationLoss
@@ -316,15 +371,23 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
     model.max_seq_length = min(config.train_max_length, config.max_length)
     if config.freeze_copied_layers:
         _freeze_copied(model, config.copied_layers)
-    rows = ranking_rows(teacher_dataset(config, show_progress), config.negatives)
+    relevant = {
+        data.queries[q]: {data.document_text(d) for d, score in judged.items() if score > 0}
+        for q, judged in data.qrels.items()
+    }
+    rows = ranking_rows(teacher_dataset(config, show_progress), config.negatives, relevant)
     train: dict[str, datasets.Dataset] = {"ranking": rows}
     losses: dict[str, torch.nn.Module] = {
         "ranking": ContrastiveDistillationLoss(
             model, 1.0 / config.temperature, config.distillation_weight, config.teacher_temperature
         )
     }
+    if config.pair_queries:
+        train["pairs"] = labelled_pairs(data, config.pair_queries, set(rows["query"]), config.seed)
+        losses["pairs"] = MultipleNegativesRankingLoss(model, scale=1.0 / config.temperature)
     if config.embedding_teacher:
-        train["embedding"] = embedding_rows(rows, config.embedding_teacher, config.work / "embedding_targets")
+        texts = dataset_texts(*train.values())
+        train["embedding"] = embedding_rows(texts, config.embedding_teacher, config.work / "embedding_targets")
         losses["embedding"] = _Scaled(EmbedDistillLoss(model, distance_metric="cosine"), config.embedding_weight)
 
     new_layers = _new_layer_pattern(model, config.copied_layers, config.layers)
@@ -390,6 +453,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
             "split": config.split,
             "train_rows": len(rows),
             "negatives_per_row": config.negatives,
+            "pair_rows": len(train["pairs"]) if "pairs" in train else 0,
             "embedding_texts": len(train["embedding"]) if "embedding" in train else 0,
         },
         "hyperparameters": {
@@ -437,6 +501,7 @@ __all__ = [
     "build_light_dual_encoder",
     "config_from_preset",
     "distill_embedder",
+    "labelled_pairs",
     "ranking_rows",
     "read_embedder_record",
 ]

@@ -25,6 +25,8 @@ from embeddings.distillation import (
     build_light_dual_encoder,
     config_from_preset,
     distill_embedder,
+    labelled_pairs,
+    ranking_rows,
 )
 from embeddings.early_layers import (
     EarlyLayerEncoder,
@@ -184,6 +186,71 @@ def test_distill_embedder_trains_resumes_and_writes_a_card(models, sample_data, 
     assert capsys.readouterr().out.strip() == f"wrote {output}"
 
 
+def test_ranking_rows_take_the_positive_from_labels_then_qrels_then_the_teacher():
+    class Scores:  # the shape of TeacherDataset.training_rows(): documents in the teacher's order
+        def __init__(self, *rows):
+            self.rows = rows
+
+        def training_rows(self):
+            return iter(self.rows)
+
+    labelled = {"query": "q1", "documents": ["a", "b", "c"], "scores": [3.0, 2.0, 1.0], "labels": [0, 1, 0]}
+    unlabelled = {"query": "q2", "documents": ["d", "e", "f"], "scores": [6.0, 5.0, 4.0], "labels": [0, 0, 0]}
+    missing = {"query": "q3", "documents": ["g", "h", "i"], "scores": [9.0, 8.0, 7.0], "labels": [0, 0, 0]}
+    rows = ranking_rows(Scores(labelled, unlabelled, missing), 2, relevant={"q1": {"c"}, "q2": {"f"}, "q3": {"x"}})
+    # q1 keeps its own label (b), q2 takes its qrels' (f), q3's relevant document is not a candidate: left out.
+    assert rows["query"] == ["q1", "q2"] and rows["positive"] == ["b", "f"]
+    assert rows["negative_1"] == ["a", "d"] and rows["label"] == [[2.0, 3.0, 1.0], [4.0, 6.0, 5.0]]
+    without_labels = {"query": "q4", "documents": ["j", "k", "l"], "scores": [1.0, 0.5, 0.2]}
+    assert ranking_rows(Scores(without_labels), 1)["positive"] == ["j"]  # no labels at all: the teacher's best
+
+
+def test_labelled_pairs_draw_further_judged_queries_with_their_first_relevant_document():
+    from ranking_data.beir import BeirData
+
+    corpus = {d: {"title": d.upper(), "text": f"text of {d}"} for d in ("a", "b", "c", "d")}
+    queries = {"q1": "one", "q2": "two", "q3": "three", "q4": "four"}
+    qrels = {"q1": {"b": 1, "a": 1}, "q2": {"c": 2}, "q3": {"d": 0}, "q4": {"d": 1, "c": 0}}
+    data = BeirData("toy", corpus, queries, qrels, "train")
+    pairs = labelled_pairs(data, 2, exclude={"two"}, seed=0)
+    # q2 is already a ranking row and q3 has no relevant document: q1 and q4 are the only candidates.
+    assert sorted(zip(pairs["anchor"], pairs["positive"], strict=True)) == [
+        ("four", "D text of d"),
+        ("one", "A text of a"),
+    ]
+    with pytest.raises(ValueError, match="pair_queries is 3 but toy has only 2 further judged queries"):
+        labelled_pairs(data, 3, exclude={"two"}, seed=0)
+
+
+@pytest.mark.slow
+def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_data, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    folder = cross_encoder(models)
+    teacher = tmp_path / "teacher"
+    build_light_dual_encoder(folder, layers=2, copied_layers=2).save(str(teacher))
+    config = EmbedderDistillationConfig(
+        str(folder), str(sample_data), str(tmp_path / "embedder"), max_queries=8, candidates=3, negatives=1,
+        pair_queries=10, embedding_teacher=str(teacher), batch_size=4, max_steps=3, train_max_length=32,
+        learning_rate=1e-3,
+    )  # fmt: skip
+    output = distill_embedder(config, show_progress=False)
+    record = json.loads((output / "embedder_record.json").read_text())
+    assert [o["name"] for o in record["objectives"]] == [
+        "MultipleNegativesRankingLoss", "DistillKLDivLoss", "MultipleNegativesRankingLoss", "EmbedDistillLoss",
+    ]  # fmt: skip
+    assert record["data"]["train_rows"] == 8 and record["data"]["pair_rows"] == 10
+    targets = __import__("datasets").load_from_disk(str(config.work / "embedding_targets"))
+    # 8 queries with 2 documents each, 10 pairs: every distinct text, embedded by the teacher.
+    assert 10 < len(targets) == record["data"]["embedding_texts"] <= 8 * 3 + 10 * 2
+    np.testing.assert_allclose(
+        np.asarray(targets["label"][:3]), SentenceTransformer(str(teacher)).encode(targets["text"][:3]), atol=1e-5
+    )
+    from hub_cards import render_embedder_card
+
+    assert "(8 teacher-scored rows, 10 labelled pairs)" in str(render_embedder_card(output))
+
+
 @pytest.mark.slow
 def test_mteb_retrieval_runs_the_saved_folder_unchanged(models, sample_data, tmp_path):
     import mteb
@@ -296,5 +363,7 @@ def test_config_rejects_impossible_settings(tmp_path):
         EmbedderDistillationConfig("ce", "data", "out", candidates=3, negatives=3).check()
     with pytest.raises(ValueError, match="max_steps must be at least 1"):
         distill_embedder(EmbedderDistillationConfig("ce", "data", "out", max_steps=0))
+    with pytest.raises(ValueError, match="pair_queries must not be negative"):
+        EmbedderDistillationConfig("ce", "data", "out", pair_queries=-1).check()
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         config_from_preset("huge", cross_encoder="ce", data="data", output="out")
