@@ -231,7 +231,7 @@ def ranking_rows(teacher_data, negatives: int, relevant: dict[str, set[str]] | N
 
 def labelled_pairs(data: BeirData, count: int, exclude: set[str], seed: int) -> datasets.Dataset:
     """``(anchor, positive)``: ``count`` judged queries of ``data`` drawn with ``seed``, leaving out the query texts in
-    ``exclude`` (those already in the ranking rows), each with its first relevant document.
+    ``exclude`` (those already in the ranking rows), each with its relevant document (the lowest id where several).
 
     Raises:
         ValueError: fewer such queries than ``count``.

@@ -25,6 +25,7 @@ from embeddings.distillation import (
     build_light_dual_encoder,
     config_from_preset,
     distill_embedder,
+    embedding_rows,
     labelled_pairs,
     ranking_rows,
 )
@@ -224,6 +225,7 @@ def test_labelled_pairs_draw_further_judged_queries_with_their_first_relevant_do
 
 @pytest.mark.slow
 def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_data, tmp_path):
+    import datasets
     from sentence_transformers import SentenceTransformer
 
     folder = cross_encoder(models)
@@ -240,7 +242,7 @@ def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_dat
         "MultipleNegativesRankingLoss", "DistillKLDivLoss", "MultipleNegativesRankingLoss", "EmbedDistillLoss",
     ]  # fmt: skip
     assert record["data"]["train_rows"] == 8 and record["data"]["pair_rows"] == 10
-    targets = __import__("datasets").load_from_disk(str(config.work / "embedding_targets"))
+    targets = datasets.load_from_disk(str(config.work / "embedding_targets"))
     # 8 queries with 2 documents each, 10 pairs: every distinct text, embedded by the teacher.
     assert 10 < len(targets) == record["data"]["embedding_texts"] <= 8 * 3 + 10 * 2
     np.testing.assert_allclose(
@@ -249,6 +251,13 @@ def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_dat
     from hub_cards import render_embedder_card
 
     assert "(8 teacher-scored rows, 10 labelled pairs)" in str(render_embedder_card(output))
+    # The saved targets serve the same texts again, and are replaced for other texts.
+    assert (
+        embedding_rows(targets["text"], "no-such-teacher", config.work / "embedding_targets")["label"]
+        == targets["label"]
+    )
+    fewer = embedding_rows(targets["text"][:2], str(teacher), config.work / "embedding_targets")
+    assert len(datasets.load_from_disk(str(config.work / "embedding_targets"))) == len(fewer) == 2
 
 
 @pytest.mark.slow
