@@ -229,6 +229,12 @@ def ranking_rows(teacher_data, negatives: int, relevant: dict[str, set[str]] | N
     return datasets.Dataset.from_dict(columns)
 
 
+def relevant_documents(data: BeirData) -> dict[str, list[str]]:
+    """Query id -> the ids of its relevant documents (qrels score above 0), sorted; queries with none are left out."""
+    relevant = {q: sorted(d for d, score in judged.items() if score > 0) for q, judged in data.qrels.items()}
+    return {q: documents for q, documents in relevant.items() if documents}
+
+
 def labelled_pairs(data: BeirData, count: int, exclude: set[str], seed: int) -> datasets.Dataset:
     """``(anchor, positive)``: ``count`` judged queries of ``data`` drawn with ``seed``, leaving out the query texts in
     ``exclude`` (those already in the ranking rows), each with its relevant document (the lowest id where several).
@@ -236,19 +242,15 @@ def labelled_pairs(data: BeirData, count: int, exclude: set[str], seed: int) -> 
     Raises:
         ValueError: fewer such queries than ``count``.
     """
-    judged = sorted(
-        query_id
-        for query_id, judgements in data.qrels.items()
-        if data.queries[query_id] not in exclude and any(score > 0 for score in judgements.values())
-    )
+    relevant = relevant_documents(data)
+    judged = sorted(q for q in relevant if data.queries[q] not in exclude)
     if len(judged) < count:
         raise ValueError(
             f"pair_queries is {count} but {data.name} has only {len(judged)} further judged queries; lower it"
         )
     chosen = random.Random(seed).sample(judged, count)
-    positives = [min(d for d, score in data.qrels[q].items() if score > 0) for q in chosen]
     return datasets.Dataset.from_dict(
-        {"anchor": [data.queries[q] for q in chosen], "positive": [data.document_text(d) for d in positives]}
+        {"anchor": [data.queries[q] for q in chosen], "positive": [data.document_text(relevant[q][0]) for q in chosen]}
     )
 
 
@@ -371,10 +373,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
     model.max_seq_length = min(config.train_max_length, config.max_length)
     if config.freeze_copied_layers:
         _freeze_copied(model, config.copied_layers)
-    relevant = {
-        data.queries[q]: {data.document_text(d) for d, score in judged.items() if score > 0}
-        for q, judged in data.qrels.items()
-    }
+    relevant = {data.queries[q]: set(map(data.document_text, ids)) for q, ids in relevant_documents(data).items()}
     rows = ranking_rows(teacher_dataset(config, show_progress), config.negatives, relevant)
     train: dict[str, datasets.Dataset] = {"ranking": rows}
     losses: dict[str, torch.nn.Module] = {
