@@ -117,6 +117,23 @@ class BiEncoderTeacher(Teacher):
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
 
+    def add_document_embeddings(self, document_ids: Sequence[str], embeddings: np.ndarray) -> None:
+        """Documents this same model already embedded elsewhere (unit length, e.g. a dense first stage's corpus):
+        they are not embedded again.
+
+        Raises:
+            ValueError: the ids and the rows differ in number, or the rows are not unit vectors of this model's size.
+        """
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        dimension = self.model.get_embedding_dimension()
+        if embeddings.shape != (len(document_ids), dimension):
+            raise ValueError(
+                f"expected {len(document_ids)} embeddings of size {dimension}, got an array of shape {embeddings.shape}"
+            )
+        if not np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-3):
+            raise ValueError("document embeddings must be normalised to unit length, as this teacher's are")
+        self.embeddings.update(zip(document_ids, embeddings, strict=True))
+
     def score(
         self, queries: Sequence[str], document_ids: Sequence[Sequence[str]], documents: Mapping[str, str]
     ) -> Scores:

@@ -276,6 +276,30 @@ def test_bi_encoder_teacher_gives_cosines_and_embeds_each_document_once(tiny_ber
     np.testing.assert_allclose(scores[1], expected, rtol=1e-5)
 
 
+def test_bi_encoder_teacher_reuses_given_document_embeddings_and_scores_the_same(tiny_bert):
+    from evaluation.first_stage import DenseFirstStage
+    from ranking_data.beir import BeirData
+
+    plain, seeded = BiEncoderTeacher(tiny_bert), BiEncoderTeacher(tiny_bert)
+    data = BeirData(
+        "docs", {d: {"title": "", "text": t} for d, t in DOCUMENTS.items()}, {"q": "cats"}, {"q": {}}, "test"
+    )
+    doc_ids, embeddings, _ = DenseFirstStage(seeded.model).document_embeddings(data)
+    seeded.add_document_embeddings(doc_ids, embeddings)
+    encoded = []
+    encode = seeded.model.encode
+    seeded.model.encode = lambda texts, **kwargs: encoded.extend(texts) or encode(texts, **kwargs)
+    queries, lists = ["purring cats", "barking dogs"], [["d1", "d2"], ["d3", "d4"]]
+    np.testing.assert_allclose(
+        seeded.score(queries, lists, DOCUMENTS), plain.score(queries, lists, DOCUMENTS), atol=1e-6
+    )
+    assert encoded == queries  # only the queries were embedded
+    with pytest.raises(ValueError, match="expected 2 embeddings of size 32"):
+        seeded.add_document_embeddings(["d1", "d2"], embeddings[:1])
+    with pytest.raises(ValueError, match="normalised to unit length"):
+        seeded.add_document_embeddings(doc_ids, 2 * embeddings)
+
+
 def test_mice_teacher_scores_equal_joint_pair_scores(tmp_path):
     from transformers import AutoTokenizer
 
