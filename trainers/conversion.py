@@ -725,8 +725,5 @@ def convert(config: ConversionConfig) -> ConversionResult:
     }
     write_training_record(output, record)
     (output / CONVERSION_RECORD).write_text(json.dumps(record["conversion"], indent=2) + "\n", encoding="utf-8")
-    if config.parent_scores is None:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)  # checkpoints, and the parent's scores unless kept elsewhere
     return ConversionResult(str(output), record)
