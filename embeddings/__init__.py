@@ -7,5 +7,6 @@ Modules (import what you need; nothing heavy is imported here):
   MICE model's stored document states pooled into the same embeddings (``pool_document_states``);
 - ``distillation``: the light dual encoder (DE-2): built from a cross-encoder's embeddings and first layer(s), trained
   with sentence-transformers' ``SentenceTransformerTrainer`` (``EmbedderDistillationConfig``, ``distill_embedder``);
+- ``speed``: dual encoders' document encoding speed, measured side by side (``encoding_speed``);
 - ``cli``: the ``mice distill-embedder`` verb.
 """

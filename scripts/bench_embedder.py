@@ -15,13 +15,12 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from embeddings.speed import encoding_speed, median_speed
 from ranking_data.beir import read_jsonl
 
 SAMPLE = Path(__file__).resolve().parents[1] / "mice_rerank" / "sample_data" / "debian"
@@ -58,19 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         paths[name] = packaged_minilm() if path == "PACKAGED" else path
         model = SentenceTransformer(paths[name], device="cpu")
         model.max_seq_length = args.max_length
-        model.encode(texts[: args.batch_size], batch_size=args.batch_size)  # warm-up
         models[name] = model
     baseline = args.baseline or list(models)[-1]
     if baseline not in models:
         print(f"error: --baseline {baseline!r} is not one of the models {list(models)}", file=sys.stderr)
         return 2
-    speeds: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
-            speeds[name].append(len(texts) / (time.perf_counter() - start))
-    median = {name: float(np.median(values)) for name, values in speeds.items()}
+    speeds = encoding_speed(models, texts, args.rounds, args.batch_size)
+    median = median_speed(speeds)
     result = {
         "documents": len(texts),
         "data": str(args.data),

@@ -376,3 +376,42 @@ def test_config_rejects_impossible_settings(tmp_path):
         EmbedderDistillationConfig("ce", "data", "out", pair_queries=-1).check()
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         config_from_preset("huge", cross_encoder="ce", data="data", output="out")
+
+
+def test_bench_embedder_times_every_model_in_turns_and_divides_by_the_baseline(models, sample_data, tmp_path, capsys):
+    """The benchmark prints one JSON object: per-round speeds of every model, their medians and the ratios."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_embedder", REPO_ROOT / "scripts" / "bench_embedder.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    one, two = tmp_path / "one", tmp_path / "two"
+    build_light_dual_encoder(cross_encoder(models), layers=1).save(str(one))
+    build_light_dual_encoder(cross_encoder(models), layers=2).save(str(two))
+    argv = [
+        "--models",
+        f"one={one}",
+        f"two={two}",
+        "--data",
+        str(sample_data),
+        "--documents",
+        "8",
+        "--rounds",
+        "3",
+        "--max-length",
+        "64",
+    ]
+    assert bench.main([*argv, "--json", str(tmp_path / "bench.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads((tmp_path / "bench.json").read_text())
+    assert (result["baseline"], result["documents"], result["rounds"]) == ("two", 8, 3)
+    for name in ("one", "two"):
+        entry = result["models"][name]
+        assert len(entry["documents_per_s_per_round"]) == 3
+        assert entry["documents_per_s"] == pytest.approx(float(np.median(entry["documents_per_s_per_round"])))
+    assert (result["models"]["one"]["layers"], result["models"]["two"]["layers"]) == (1, 2)
+    speedup = result["models"]["one"]["documents_per_s"] / result["models"]["two"]["documents_per_s"]
+    assert result["models"]["one"]["speedup"] == pytest.approx(speedup)
+    assert result["models"]["two"]["speedup"] == 1.0
+    with pytest.raises(ValueError, match="need texts, models and at least one round"):
+        bench.encoding_speed({}, ["a text"])
