@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from indexing.fingerprint import model_fingerprint
 from modeling_mice import LongDocuments
 from ranking_data.beir import BeirData, Run, load_beir, subsample_queries, top_documents, write_trec_run
+from ranking_data.fusion import with_rest_of_ranking
 
 from .first_stage import FirstStage, bm25_first_stage, check_run, first_stage_from_spec  # noqa: F401 - re-exported
 from .metrics import DEFAULT_METRICS, compare_runs
@@ -87,10 +88,7 @@ def rerank(
                 result.query_ms.append(1000 * (time.perf_counter() - start))
                 result.documents_per_query.append(len(top))
                 reranked = dict(zip(top, scores, strict=True))
-            floor = min(reranked.values(), default=0.0)
-            rest = [d for d in top_documents(candidates[query_id], len(candidates[query_id])) if d not in reranked]
-            reranked.update({doc_id: floor - 1.0 - rank for rank, doc_id in enumerate(rest)})
-            result.run[query_id] = reranked
+            result.run[query_id] = with_rest_of_ranking(reranked, candidates[query_id])
             progress.update()
         reranker.release()
     progress.close()

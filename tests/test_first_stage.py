@@ -17,14 +17,15 @@ from evaluation.first_stage import (
     DenseFirstStage,
     FirstStageError,
     HybridFirstStage,
+    bm25_first_stage,
     evaluate_first_stages,
     exact_search,
     first_stage_from_spec,
 )
 from evaluation.harness import EvaluationConfig, evaluate, subsample_queries
 from evaluation.metrics import evaluate_run
-from ranking_data.beir import load_beir
-from ranking_data.fusion import fuse_runs, normalise_per_query
+from ranking_data.beir import load_beir, top_documents, write_trec_run
+from ranking_data.fusion import fuse_runs, interpolate, normalise_per_query, with_rest_of_ranking
 
 
 def load_script(name: str):
@@ -77,6 +78,55 @@ def test_fusion_is_the_weighted_sum_of_per_query_min_max_scores():
     assert list(fused["q"]) == ["b", "a", "c", "d"]  # best first, ties by id
     assert fused["r"] == {"x": 0.75}
     assert list(fuse_runs([dense, bm25], [0.25, 0.75], k=2)["q"]) == ["b", "a"]
+
+
+def test_interpolation_rescores_the_reranked_top_and_keeps_the_rest_of_the_first_stage():
+    first = {"q": {"a": 10.0, "b": 8.0, "c": 6.0, "d": 4.0, "e": 2.0}}
+    # A re-ranking of the top 3 (c best), the rest of the first stage below it, as harness.rerank writes it.
+    reranked = {"q": with_rest_of_ranking({"a": 0.0, "b": 1.0, "c": 3.0}, first["q"])}
+    assert reranked["q"] == {"a": 0.0, "b": 1.0, "c": 3.0, "d": -1.0, "e": -2.0}
+    # Normalised over the top 3: re-ranker a 0, b 1/3, c 1; first stage a 1, b 0.5, c 0.
+    fused = interpolate(first, reranked, depth=3, weight=0.75)["q"]
+    assert fused["a"] == pytest.approx(0.75)
+    assert fused["b"] == pytest.approx(0.25 / 3 + 0.375)
+    assert fused["c"] == pytest.approx(0.25)
+    assert top_documents(fused, 5) == ["a", "b", "c", "d", "e"]
+    assert top_documents(interpolate(first, reranked, 3, 0.0)["q"], 5) == ["c", "b", "a", "d", "e"]
+    assert top_documents(interpolate(first, reranked, 3, 1.0)["q"], 5) == ["a", "b", "c", "d", "e"]
+    with pytest.raises(ValueError, match=r"weight must lie in \[0, 1\]"):
+        interpolate(first, reranked, 3, 1.5)
+    with pytest.raises(ValueError, match="holds documents the first stage did not retrieve"):
+        interpolate({"q": {"a": 1.0, "b": 0.5}}, reranked, 3, 0.5)
+    with pytest.raises(ValueError, match="query q of the first stage is missing"):
+        interpolate(first, {"r": {"a": 1.0}}, 3, 0.5)
+
+
+def test_interpolation_script_tunes_on_one_split_and_reports_on_another(small_beir, tmp_path, capsys):
+    script = load_script("interpolate_first_stage")
+    data = load_beir(small_beir, "test")
+    first, _ = bm25_first_stage(data, 10)
+    # A re-ranker that reverses BM25's top 3: interpolating back towards BM25 can only help on BM25-friendly qrels.
+    reranked = {
+        q: with_rest_of_ranking({d: float(i) for i, d in enumerate(top_documents(r, 3))}, r) for q, r in first.items()
+    }
+    write_trec_run(first, tmp_path / "first.trec")
+    write_trec_run(reranked, tmp_path / "reranked.trec")
+    pipeline = ["--pipeline", f"bm25={tmp_path / 'first.trec'},{tmp_path / 'reranked.trec'}"]
+    common = ["--data", str(small_beir), "--depth", "3", *pipeline]
+    assert script.main([*common, "--weights", "0", "0.5", "1", "--json", str(tmp_path / "tuned.json")]) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    for weight in ("0.0", "0.5", "1.0"):
+        expected = evaluate_run(data.qrels, interpolate(first, reranked, 3, float(weight)), ("ndcg@10", "recall@100"))
+        assert tuned["weights"]["bm25"][weight] == pytest.approx(expected)
+    scores = {w: m["ndcg@10"] for w, m in tuned["weights"]["bm25"].items()}
+    assert tuned["best_weight"]["bm25"] == float(max(scores, key=scores.get))
+    assert script.main([*common, "--tuned", str(tmp_path / "tuned.json")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    name = f"bm25 interpolated ({tuned['best_weight']['bm25']:g})"
+    assert set(report["scores"]) == {"bm25 first stage", "bm25 re-ranked", name}
+    assert report["scores"][name]["ndcg@10"] == pytest.approx(scores[str(tuned["best_weight"]["bm25"])])
+    assert script.main([*common, "--pipeline", "bad-spec"]) == 2
+    assert "write NAME=FIRST_STAGE_RUN,RERANKED_RUN" in capsys.readouterr().err
 
 
 def test_exact_search_is_brute_force_cosine(tiny_embedder, small_split):
