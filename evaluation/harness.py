@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from indexing.fingerprint import model_fingerprint
 from modeling_mice import LongDocuments
 from ranking_data.beir import BeirData, Run, load_beir, subsample_queries, top_documents, write_trec_run
-from ranking_data.fusion import with_rest_of_ranking
+from ranking_data.fusion import interpolate, with_rest_of_ranking
 
 from .first_stage import FirstStage, bm25_first_stage, check_run, first_stage_from_spec  # noqa: F401 - re-exported
 from .metrics import DEFAULT_METRICS, compare_runs
@@ -197,6 +197,14 @@ class EvaluationConfig:
         },
     )
     dense_weight: float = field(default=0.5, metadata={"help": "The dense side's weight in a hybrid first stage."})
+    interpolate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Score each model's re-ranked top documents (1 - W) x model + W x first stage, both min-max "
+            "normalised per query (ranking_data.fusion.interpolate); tune W on another split "
+            "(scripts/interpolate_first_stage.py)."
+        },
+    )
     first_stage_k: int = field(
         default=1000, metadata={"help": "Documents the first stage retrieves (MAP and R@100 over them)."}
     )
@@ -251,6 +259,8 @@ class EvaluationConfig:
                 f"give one run file per data folder: {len(self.run_files)} run file(s), {len(self.data)} folder(s)"
             )
         self.long_document_scoring()  # a bad spec fails before anything loads
+        if self.interpolate is not None and not 0.0 <= self.interpolate <= 1.0:
+            raise ValueError(f"interpolate must lie in [0, 1], got {self.interpolate}")
 
     def long_document_scoring(self) -> LongDocuments | None:
         """How long documents are scored (``long_documents`` and ``passage_stride``); None: truncated."""
@@ -333,6 +343,7 @@ def new_report(config: EvaluationConfig, stage: FirstStage, rerankers: dict) -> 
             "split": config.split,
             "depth": config.depth,
             "first_stage": stage.describe(),
+            "interpolate": config.interpolate,
             "first_stage_k": config.first_stage_k if config.run_files is None else None,
             "batch_size": config.batch_size,
             "max_queries": config.max_queries,
@@ -384,7 +395,11 @@ def evaluate_collection(
             "first_stage": [source, config.first_stage_k],
         }
         timings[name] = _rerank_resumable(reranker, data, candidates, config.depth, record, settings, config.progress)
-        runs[name] = timings[name].run
+        runs[name] = (
+            timings[name].run
+            if config.interpolate is None
+            else interpolate(candidates, timings[name].run, config.depth, config.interpolate)
+        )
     comparison = compare_runs(data.qrels, runs, tuple(config.metrics), config.max_p)
     report["datasets"][data.name] = {
         "folder": str(collection.folder),

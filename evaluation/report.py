@@ -76,7 +76,12 @@ def markdown_report(report: dict) -> str:
         "# Re-ranking evaluation",
         "",
         f"Split `{settings['split']}`, first stage: {settings['first_stage']}, re-ranking depth {settings['depth']}, "
-        f"batch size {settings['batch_size']}"
+        + (
+            f"each model interpolated with the first stage (weight {settings['interpolate']:g}), "
+            if settings.get("interpolate") is not None
+            else ""
+        )
+        + f"batch size {settings['batch_size']}"
         + (
             f", {settings['max_queries']} queries sampled with seed {settings['seed']}"
             if settings["max_queries"]

@@ -24,7 +24,8 @@ from evaluation.first_stage import (
 )
 from evaluation.harness import EvaluationConfig, evaluate, subsample_queries
 from evaluation.metrics import evaluate_run
-from ranking_data.beir import load_beir, top_documents, write_trec_run
+from evaluation.report import markdown_report
+from ranking_data.beir import load_beir, read_trec_run, top_documents, write_trec_run
 from ranking_data.fusion import fuse_runs, interpolate, normalise_per_query, with_rest_of_ranking
 
 
@@ -186,6 +187,26 @@ def test_evaluate_with_a_hybrid_first_stage(tiny_embedder, small_beir):
     assert report["settings"]["first_stage"].startswith("hybrid: 0.5 x dense")
     assert report["datasets"]["debian"]["first_stage"].startswith("hybrid:0.5:dense:")
     assert report["results"]["hybrid"]["debian"]["metrics"]["recall@100"] >= 0
+
+
+def test_evaluate_interpolated_with_the_first_stage(tiny_embedder, small_beir, tmp_path):
+    """Weight 1 gives back the first stage's ranking, weight 0 the model's; in between, ranking_data.fusion's."""
+    model = f"ce:{tiny_embedder[0]}"
+    base = dict(data=[str(small_beir)], models=[model], depth=5, max_queries=6, progress=False)
+    plain = evaluate(EvaluationConfig(**base, runs_folder=str(tmp_path / "plain")))
+    reports = {w: evaluate(EvaluationConfig(**base, interpolate=w)) for w in (0.0, 0.5, 1.0)}
+    metrics = {w: report["results"]["bert-ce"]["debian"]["metrics"] for w, report in reports.items()}
+    assert metrics[1.0] == pytest.approx(plain["results"]["bm25"]["debian"]["metrics"])
+    assert metrics[0.0] == pytest.approx(plain["results"]["bert-ce"]["debian"]["metrics"])
+    first = read_trec_run(tmp_path / "plain" / "debian" / "bm25.trec")
+    reranked = read_trec_run(tmp_path / "plain" / "debian" / "bert-ce.trec")
+    data = subsample_queries(load_beir(small_beir, "test"), 6, 0)
+    expected = evaluate_run(data.qrels, interpolate(first, reranked, 5, 0.5), tuple(metrics[0.5]))
+    assert metrics[0.5] == pytest.approx(expected, abs=1e-6)
+    assert reports[0.5]["settings"]["interpolate"] == 0.5
+    assert "interpolated with the first stage (weight 0.5)" in markdown_report(reports[0.5])
+    with pytest.raises(ValueError, match=r"interpolate must lie in \[0, 1\], got 2"):
+        EvaluationConfig(**base, interpolate=2.0)
 
 
 @pytest.mark.parametrize(
