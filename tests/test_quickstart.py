@@ -184,3 +184,18 @@ def _significance(p: float) -> dict:
 )
 def test_the_report_says_plainly_where_the_cross_encoder_stands_against_bm25(cross_encoder, bm25, p, expected):
     assert expected in quickstart.versus_bm25(cross_encoder, bm25, _significance(p))
+
+
+def test_the_report_says_per_metric_whether_the_hybrid_pipeline_beats_bm25_then_mice():
+    bm25_mice, hybrid_mice = quickstart.PIPELINES
+    pipeline = {
+        "scores": {
+            bm25_mice: {"ndcg@10": 0.839, "recall@100": 0.9866},
+            hybrid_mice: {"ndcg@10": 0.8294, "recall@100": 0.98664},
+        },
+        "p_values": {hybrid_mice: {bm25_mice: {"ndcg@10": 0.35, "recall@100": 0.01}}},
+    }
+    assert quickstart.versus_pipeline(pipeline) == (
+        f"{hybrid_mice} against {bm25_mice}: ndcg@10 below (0.829 vs 0.839, p = 0.35); "
+        "recall@100 level with (0.987 vs 0.987, p = 0.01 < 0.05)."
+    )
