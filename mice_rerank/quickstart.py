@@ -39,9 +39,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Preset:
-    """How big the quickstart is. ``cpu``: the packaged sample on 2 CPU cores (14 minutes from a fresh virtual
-    environment on this project's quiet 2-core host, docs/results.md "Quickstart"); ``gpu``: a real run (not
-    measured yet)."""
+    """How big the quickstart is. ``cpu``: the packaged sample on 2 CPU cores (14 minutes in a clean clone's virtual
+    environment on this project's 2-core host, docs/results.md "Quickstart"); ``gpu``: a real run (not measured
+    yet)."""
 
     candidates: int  # BM25 candidates scored by the teacher per training query
     teacher_queries: int | None  # train queries the teacher scores (a seeded sample; None: all of them)
