@@ -416,7 +416,7 @@ def evaluate_pipeline(data: Path, mice: Path, output: Path, preset: Preset) -> d
     record = {
         "depth": preset.eval_depth,
         "queries": len(test.queries),
-        **{key: comparison[key] for key in ("scores", "p_values", "test")},
+        **{key: comparison[key] for key in ("scores", "p_values", "test", "max_p")},
         "mice_ms_per_query": report["results"]["mice"][name]["latency"]["mean_ms"],
     }
     write_json(record, output / "pipeline.json")
@@ -469,14 +469,20 @@ def evaluate(data: Path, models: dict[str, Path], output: Path, cache: Path, pre
     return {"evaluation": str(output / "evaluation.json"), "report": str(report_folder)}
 
 
+def standing(score: float, other: float) -> str:
+    """``"above"``, ``"level with"`` or ``"below"``: ``score`` against ``other`` at the three decimals shown."""
+    score, other = round(score, 3), round(other, 3)
+    return "above" if score > other else "level with" if score == other else "below"
+
+
 def versus_bm25(cross_encoder: float, bm25: float, significance: dict) -> str:
     """One plain sentence: is the cross-encoder above BM25, at the precision shown and by the paired t-test?"""
     p = significance["p_values"]["bm25"]["cross-encoder"]["ndcg@10"]
     figures = f"{cross_encoder:.3f} vs {bm25:.3f}, paired t-test p = {p:.2g}"
-    if round(cross_encoder, 3) > round(bm25, 3):
+    where = standing(cross_encoder, bm25)
+    if where == "above":
         verdict = "significantly" if p < significance["max_p"] else "but not significantly"
         return f"The cross-encoder is above BM25, {verdict} ({figures})."
-    where = "level with" if round(cross_encoder, 3) == round(bm25, 3) else "below"
     return (
         f"At this budget the cross-encoder is NOT above BM25: it is {where} it ({figures}); train it longer "
         "(--cross-encoder-steps)."
@@ -541,9 +547,8 @@ def versus_pipeline(pipeline: dict) -> str:
     for metric in FIRST_STAGE_METRICS:
         a, b = pipeline["scores"][ours][metric], pipeline["scores"][theirs][metric]
         p = pipeline["p_values"][ours][theirs][metric]
-        where = "above" if round(a, 3) > round(b, 3) else "level with" if round(a, 3) == round(b, 3) else "below"
-        significance = f"p = {p:.2g}" + (" < 0.05" if p < 0.05 else "")
-        verdicts.append(f"{metric} {where} ({a:.3f} vs {b:.3f}, {significance})")
+        significance = f"p = {p:.2g}" + (f" < {pipeline['max_p']:g}" if p < pipeline["max_p"] else "")
+        verdicts.append(f"{metric} {standing(a, b)} ({a:.3f} vs {b:.3f}, {significance})")
     return f"{ours} against {theirs}: " + "; ".join(verdicts) + "."
 
 

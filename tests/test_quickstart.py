@@ -194,6 +194,7 @@ def test_the_report_says_per_metric_whether_the_hybrid_pipeline_beats_bm25_then_
             hybrid_mice: {"ndcg@10": 0.8294, "recall@100": 0.98664},
         },
         "p_values": {hybrid_mice: {bm25_mice: {"ndcg@10": 0.35, "recall@100": 0.01}}},
+        "max_p": 0.05,
     }
     assert quickstart.versus_pipeline(pipeline) == (
         f"{hybrid_mice} against {bm25_mice}: ndcg@10 below (0.829 vs 0.839, p = 0.35); "
