@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from evaluation.harness import write_json
 from evaluation.metrics import compare_runs, evaluate_run
 from ranking_data.beir import BeirFormatError, load_beir, read_trec_run
 from ranking_data.fusion import interpolate
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(result, args.json)
     return 0
 
 

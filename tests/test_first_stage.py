@@ -106,7 +106,7 @@ def test_interpolation_script_tunes_on_one_split_and_reports_on_another(small_be
     script = load_script("interpolate_first_stage")
     data = load_beir(small_beir, "test")
     first, _ = bm25_first_stage(data, 10)
-    # A re-ranker that reverses BM25's top 3: interpolating back towards BM25 can only help on BM25-friendly qrels.
+    # A re-ranker that reverses BM25's top 3, so that the weights of the grid give different runs.
     reranked = {
         q: with_rest_of_ranking({d: float(i) for i, d in enumerate(top_documents(r, 3))}, r) for q, r in first.items()
     }
