@@ -11,12 +11,14 @@ sentence-transformers' ``SentenceTransformerTrainer``:
    :class:`~embeddings.losses.ContrastiveDistillationLoss` (InfoNCE on the labelled positive against the hard and
    in-batch negatives, plus KL distillation of the teacher's scores);
 3. optionally, ``pair_queries`` further labelled training queries that the teacher never scored, as
-   ``(query, positive)`` pairs with in-batch negatives (sentence-transformers' ``MultipleNegativesRankingLoss``):
-   labelled data is cheap where teacher scores are not;
+   ``(query, positive)`` pairs with in-batch negatives (sentence-transformers' ``MultipleNegativesRankingLoss``),
+   and with ``pair_negatives`` of BM25's best non-relevant documents as hard negatives: labelled data is cheap where
+   teacher scores are not;
 4. optionally, embedding-level distillation from a stronger dual encoder (``embedding_teacher``): every text of the
    rows and pairs, its embedding matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine);
    the datasets take turns, one batch each (round robin);
-5. the trained model is written to ``output`` (a ``SentenceTransformer`` folder with ``embedder_record.json`` for the
+5. the model trained is a new one built from the cross-encoder or, with ``continue_from``, an earlier output of
+   this function trained further (a second stage with other data); the trained model is written to ``output`` (a ``SentenceTransformer`` folder with ``embedder_record.json`` for the
    card). Checkpoints go to the work folder; a re-run resumes from the last one, and returns at once when the
    output is complete.
 """
@@ -74,6 +76,9 @@ class EmbedderDistillationConfig:
         default=0,
         metadata={"help": "further labelled training queries (not teacher-scored), trained as (query, positive) pairs"},
     )
+    pair_negatives: int = field(
+        default=0, metadata={"help": "BM25's best non-relevant documents added to each pair as hard negatives"}
+    )
     embedding_teacher: str | None = field(
         default=None, metadata={"help": "a stronger SentenceTransformer whose embeddings are also distilled"}
     )
@@ -81,6 +86,10 @@ class EmbedderDistillationConfig:
     max_length: int = field(default=256, metadata={"help": "tokens per text of the saved model"})
     train_max_length: int = field(default=128, metadata={"help": "tokens per text while training"})
     pooling: Literal["mean", "cls"] = field(default="mean", metadata={"help": "pooling of the token states"})
+    continue_from: str | None = field(
+        default=None,
+        metadata={"help": "a light dual encoder written by distill-embedder to train further instead of a new one"},
+    )
     freeze_copied_layers: bool = field(
         default=False, metadata={"help": "train the new layers only (the copied ones keep the cross-encoder's)"}
     )
@@ -108,8 +117,11 @@ class EmbedderDistillationConfig:
         for name in ("negatives", "candidates", "batch_size", "max_steps", "max_length", "train_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.pair_queries < 0:
-            raise ValueError(f"pair_queries must not be negative, got {self.pair_queries}")
+        for name in ("pair_queries", "pair_negatives"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.pair_negatives and not self.pair_queries:
+            raise ValueError("pair_negatives needs pair_queries: there are no pairs to add negatives to")
         if self.candidates <= self.negatives:
             raise ValueError(f"candidates ({self.candidates}) must exceed negatives ({self.negatives})")
 
@@ -237,9 +249,12 @@ def relevant_documents(data: BeirData) -> dict[str, list[str]]:
     return {q: documents for q, documents in relevant.items() if documents}
 
 
-def labelled_pairs(data: BeirData, count: int, exclude: set[str], seed: int) -> datasets.Dataset:
+def labelled_pairs(data: BeirData, count: int, exclude: set[str], seed: int, negatives: int = 0) -> datasets.Dataset:
     """``(anchor, positive)``: ``count`` judged queries of ``data`` drawn with ``seed``, leaving out the query texts in
     ``exclude`` (those already in the ranking rows), each with its relevant document (the lowest id where several).
+
+    With ``negatives``, columns ``negative_1..n`` hold BM25's best documents not judged relevant to the query (hard
+    negatives for ``MultipleNegativesRankingLoss``); a query with fewer such BM25 matches is left out.
 
     Raises:
         ValueError: fewer such queries than ``count``.
@@ -251,9 +266,25 @@ def labelled_pairs(data: BeirData, count: int, exclude: set[str], seed: int) -> 
             f"pair_queries is {count} but {data.name} has only {len(judged)} further judged queries; lower it"
         )
     chosen = random.Random(seed).sample(judged, count)
-    return datasets.Dataset.from_dict(
-        {"anchor": [data.queries[q] for q in chosen], "positive": [data.document_text(relevant[q][0]) for q in chosen]}
-    )
+    hard: dict[str, list[str]] = {}
+    if negatives:
+        from ranking_data.bm25 import BM25Retriever
+
+        depth = negatives + max(len(relevant[q]) for q in chosen)
+        run = BM25Retriever().index(data.corpus).search({q: data.queries[q] for q in chosen}, k=depth)
+        for q in chosen:
+            ranked = sorted(run[q], key=run[q].__getitem__, reverse=True)
+            hard[q] = [d for d in ranked if d not in relevant[q]][:negatives]
+        kept = [q for q in chosen if len(hard[q]) == negatives]
+        logger.info("%d of %d pairs have %d BM25 negatives; the rest are left out", len(kept), count, negatives)
+        chosen = kept
+    columns = {
+        "anchor": [data.queries[q] for q in chosen],
+        "positive": [data.document_text(relevant[q][0]) for q in chosen],
+    }
+    for i in range(negatives):
+        columns[f"negative_{i + 1}"] = [data.document_text(hard[q][i]) for q in chosen]
+    return datasets.Dataset.from_dict(columns)
 
 
 def dataset_texts(*tables: datasets.Dataset) -> list[str]:
@@ -369,8 +400,18 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
     if not data.corpus:
         raise BeirFormatError(f"{config.data} has an empty corpus")
 
-    model = build_light_dual_encoder(
-        config.cross_encoder, config.layers, config.copied_layers, config.new_layers, config.max_length, config.pooling
+    parent = _continued_record(config) if config.continue_from else None
+    model = (
+        SentenceTransformer(config.continue_from)
+        if parent
+        else build_light_dual_encoder(
+            config.cross_encoder,
+            config.layers,
+            config.copied_layers,
+            config.new_layers,
+            config.max_length,
+            config.pooling,
+        )
     )
     model.max_seq_length = min(config.train_max_length, config.max_length)
     if config.freeze_copied_layers:
@@ -384,7 +425,9 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         )
     }
     if config.pair_queries:
-        train["pairs"] = labelled_pairs(data, config.pair_queries, set(rows["query"]), config.seed)
+        train["pairs"] = labelled_pairs(
+            data, config.pair_queries, set(rows["query"]), config.seed, config.pair_negatives
+        )
         losses["pairs"] = MultipleNegativesRankingLoss(model, scale=1.0 / config.temperature)
     if config.embedding_teacher:
         texts = dataset_texts(*train.values())
@@ -455,6 +498,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
             "train_rows": len(rows),
             "negatives_per_row": config.negatives,
             "pair_rows": len(train["pairs"]) if "pairs" in train else 0,
+            "pair_negatives_per_row": config.pair_negatives,
             "embedding_texts": len(train["embedding"]) if "embedding" in train else 0,
         },
         "hyperparameters": {
@@ -474,6 +518,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         },
         "train_runtime_s": runtime,
         "resumed_from": last,
+        "continued_from": parent,
         "final_train_loss": result.training_loss,
         "config": _jsonable(config),
     }
@@ -482,6 +527,33 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         shutil.rmtree(output)
     temporary.rename(output)
     return output
+
+
+def _continued_record(config: EmbedderDistillationConfig) -> dict[str, Any]:
+    """What the card says of the model ``continue_from`` names: its path, training and earlier stages.
+
+    Raises:
+        ValueError: not a distill-embedder output, or its architecture differs from the config's.
+    """
+    record = read_embedder_record(config.continue_from)
+    if record is None:
+        raise ValueError(
+            f"continue_from {config.continue_from} has no {EMBEDDER_RECORD}: give a folder written by distill-embedder"
+        )
+    for name in ("layers", "copied_layers", "pooling"):
+        if record[name] != getattr(config, name):
+            raise ValueError(
+                f"continue_from {config.continue_from} has {name}={record[name]} but this run asks for "
+                f"{getattr(config, name)}; set {name} to {record[name]}"
+            )
+    return {
+        "path": config.continue_from,
+        "max_steps": record["hyperparameters"]["max_steps"],
+        "train_runtime_s": record["train_runtime_s"],
+        "objectives": [o["name"] for o in record["objectives"]],
+        "data": record["data"],
+        "continued_from": record.get("continued_from"),
+    }
 
 
 def read_embedder_record(folder: str | Path) -> dict[str, Any] | None:

@@ -223,6 +223,21 @@ def test_labelled_pairs_draw_further_judged_queries_with_their_first_relevant_do
         labelled_pairs(data, 3, exclude={"two"}, seed=0)
 
 
+def test_labelled_pairs_take_bm25s_best_non_relevant_documents_as_hard_negatives():
+    from ranking_data.beir import BeirData
+
+    texts = {"a": "apple pie", "b": "apple", "c": "cherry tart", "d": "cherry", "e": "fig", "f": "fig jam"}
+    corpus = {d: {"title": "", "text": text} for d, text in texts.items()}
+    queries = {"q1": "apple", "q2": "cherry", "q3": "zebra", "q4": "fig jam"}
+    qrels = {"q1": {"b": 1}, "q2": {"d": 1}, "q3": {"a": 1}, "q4": {"e": 1, "f": 1}}
+    pairs = labelled_pairs(BeirData("toy", corpus, queries, qrels, "train"), 4, exclude=set(), seed=0, negatives=1)
+    # q3 matches no document and q4's only BM25 matches are both relevant: neither has a negative, so both go.
+    assert sorted(zip(pairs["anchor"], pairs["positive"], pairs["negative_1"], strict=True)) == [
+        ("apple", "apple", "apple pie"),
+        ("cherry", "cherry", "cherry tart"),
+    ]
+
+
 @pytest.mark.slow
 def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_data, tmp_path):
     import datasets
@@ -258,6 +273,48 @@ def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_dat
     )
     fewer = embedding_rows(targets["text"][:2], str(teacher), config.work / "embedding_targets")
     assert len(datasets.load_from_disk(str(config.work / "embedding_targets"))) == len(fewer) == 2
+
+
+@pytest.mark.slow
+def test_continue_from_trains_an_earlier_output_further(models, sample_data, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    folder = cross_encoder(models)
+    settings = dict(max_queries=8, candidates=3, negatives=1, batch_size=4, train_max_length=32)
+    first = distill_embedder(
+        EmbedderDistillationConfig(
+            str(folder), str(sample_data), str(tmp_path / "first"), max_steps=2, learning_rate=1e-3, **settings
+        ),
+        show_progress=False,
+    )
+    # A learning rate of 0 keeps the starting weights: the second stage must start from the first's, not anew.
+    second = distill_embedder(
+        EmbedderDistillationConfig(
+            str(folder), str(sample_data), str(tmp_path / "second"), max_steps=1, learning_rate=0.0,
+            pair_queries=6, pair_negatives=1, continue_from=str(first), **settings,
+        ),
+        show_progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        SentenceTransformer(str(second)).encode(TEXTS), SentenceTransformer(str(first)).encode(TEXTS), atol=1e-6
+    )
+    assert not np.allclose(SentenceTransformer(str(first)).encode(TEXTS), early_layer_embeddings(folder, TEXTS, 2))
+    record = json.loads((second / "embedder_record.json").read_text())
+    assert record["continued_from"]["path"] == str(first) and record["continued_from"]["max_steps"] == 2
+    assert record["data"]["pair_negatives_per_row"] == 1 and 0 < record["data"]["pair_rows"] <= 6
+    from hub_cards import render_embedder_card
+
+    assert f"training continued from `{first}`, itself trained for 2 steps" in str(render_embedder_card(second))
+    with pytest.raises(ValueError, match="has layers=2 but this run asks for 3; set layers to 2"):
+        distill_embedder(
+            EmbedderDistillationConfig(
+                str(folder), str(sample_data), str(tmp_path / "x"), layers=3, continue_from=str(first)
+            )
+        )
+    with pytest.raises(ValueError, match="has no embedder_record.json: give a folder written by distill-embedder"):
+        distill_embedder(
+            EmbedderDistillationConfig(str(folder), str(sample_data), str(tmp_path / "y"), continue_from=str(folder))
+        )
 
 
 @pytest.mark.slow
@@ -374,6 +431,8 @@ def test_config_rejects_impossible_settings(tmp_path):
         distill_embedder(EmbedderDistillationConfig("ce", "data", "out", max_steps=0))
     with pytest.raises(ValueError, match="pair_queries must not be negative"):
         EmbedderDistillationConfig("ce", "data", "out", pair_queries=-1).check()
+    with pytest.raises(ValueError, match="pair_negatives needs pair_queries"):
+        EmbedderDistillationConfig("ce", "data", "out", pair_negatives=1).check()
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         config_from_preset("huge", cross_encoder="ce", data="data", output="out")
 
