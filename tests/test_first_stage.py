@@ -130,6 +130,32 @@ def test_interpolation_script_tunes_on_one_split_and_reports_on_another(small_be
     assert "write NAME=FIRST_STAGE_RUN,RERANKED_RUN" in capsys.readouterr().err
 
 
+def test_embedding_experiments_save_runs_that_compare_runs_tests(small_beir, tiny_embedder, tmp_path, capsys):
+    experiments, compare = load_script("embedding_experiments"), load_script("compare_runs")
+    output = tmp_path / "emb"
+    argv = ["--data", str(small_beir), "--output", str(output), "--dense", f"tiny={tiny_embedder[1]}", "--k", "50"]
+    assert experiments.main([*argv, "--save-runs", "--no-progress"]) == 0
+    results = json.loads((output / "results.json").read_text())["results"]["debian"]
+    data = load_beir(small_beir, "test")
+    runs = {system: output / "runs" / "debian" / f"{system.replace(':', '-')}.trec" for system in results}
+    assert sorted(runs) == ["bm25", "dense:tiny", "hybrid:tiny"]
+    for system, path in runs.items():  # each saved run gives back the metrics recorded for it
+        assert evaluate_run(data.qrels, read_trec_run(path), ("ndcg@10", "recall@100")) == pytest.approx(
+            {m: results[system]["metrics"][m] for m in ("ndcg@10", "recall@100")}
+        )
+    capsys.readouterr()
+    specs = [arg for system, path in runs.items() for arg in ("--run", f"{system}={path}")]
+    assert compare.main(["--data", str(small_beir), *specs]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["queries"] == 12 and set(report["scores"]) == set(runs)
+    assert report["scores"]["bm25"]["ndcg@10"] == pytest.approx(results["bm25"]["metrics"]["ndcg@10"])
+    assert report["p_values"]["dense:tiny"]["bm25"] == report["p_values"]["bm25"]["dense:tiny"]
+    assert compare.main(["--data", str(small_beir), "--run", f"a={runs['bm25']}", "--run", f"a={runs['bm25']}"]) == 2
+    assert "run names must differ" in capsys.readouterr().err
+    assert compare.main(["--data", str(small_beir), "--run", f"a={runs['bm25']}"]) == 2
+    assert capsys.readouterr().err.strip() == "error: give at least two runs, each as --run NAME=TREC_RUN"
+
+
 def test_exact_search_is_brute_force_cosine(tiny_embedder, small_split):
     model = SentenceTransformer(str(tiny_embedder[1]))
     doc_ids = list(small_split.corpus)
