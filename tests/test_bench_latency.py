@@ -6,26 +6,19 @@ No timing is tested here: timings are machine- and load-dependent and belong in 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from loaders import load_script
 from tiny_models import build_tiny_backbone
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modeling_mice import MiceForSequenceClassification
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_latency.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_latency")
 
 
 def counted(function) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from loaders import load_script
 from tiny_models import build_tiny_backbone
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -327,11 +327,7 @@ def test_mice_convert_prints_the_layers_and_document_length_it_chose(parent, tmp
 
 
 def test_sweep_converts_each_layer_choice_and_reports_retention_and_speedup(parent, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "convert_sweep", Path(__file__).parents[1] / "scripts/convert_sweep.py"
-    )
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_script("convert_sweep")
     assert sweep.pareto_front([(1.0, 0.9), (2.0, 0.8), (1.5, 0.7), (2.0, 0.9)]) == [3]
     assert sweep.pareto_front([(1.0, 0.9), (2.0, 0.8), (1.5, 0.7)]) == [0, 1]
 

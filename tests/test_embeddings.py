@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from loaders import load_script
 from tiny_models import build_tiny_backbone
 from transformers import AutoModel, AutoTokenizer
 
@@ -439,11 +440,7 @@ def test_config_rejects_impossible_settings(tmp_path):
 
 def test_bench_embedder_times_every_model_in_turns_and_divides_by_the_baseline(models, sample_data, tmp_path, capsys):
     """The benchmark prints one JSON object: per-round speeds of every model, their medians and the ratios."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_embedder", REPO_ROOT / "scripts" / "bench_embedder.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_embedder")
     one, two = tmp_path / "one", tmp_path / "two"
     build_light_dual_encoder(cross_encoder(models), layers=1).save(str(one))
     build_light_dual_encoder(cross_encoder(models), layers=2).save(str(two))

@@ -3,13 +3,12 @@ vectors: its handler against the lens called independently, its limits, its conf
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import gradio as gr
 import pytest
 import torch
+from loaders import load_file
 from test_space import free_port
 from tiny_causal_lms import build_tiny_causal_lm
 
@@ -22,11 +21,7 @@ RAW, CONTEXT = "Entity alone (raw)", "Entity in its sentence (context)"
 
 @pytest.fixture(scope="module")
 def tab_module():
-    spec = importlib.util.spec_from_file_location("entity_lens_tab", TAB_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_file(TAB_FILE, "entity_lens_tab")
 
 
 @pytest.fixture(scope="module")

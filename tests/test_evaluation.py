@@ -4,7 +4,6 @@ collections' reference figures, and clear errors on bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -12,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from loaders import load_script
 from tiny_models import build_tiny_backbone
 
 from evaluation.harness import (
@@ -310,9 +310,7 @@ def test_significance_markers_in_markdown():
 
 
 def test_script_reports_bad_input_clearly(tmp_path, sample_data, capsys):
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("evaluate")
     assert script.main(["--data", str(sample_data), "--models", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert script.main(["--data", str(tmp_path), "--json", str(tmp_path / "e.json")]) == 2

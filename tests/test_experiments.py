@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "experiments.py"
+from loaders import load_script
 
 
 @pytest.fixture(scope="module")
 def experiments():
-    spec = importlib.util.spec_from_file_location("experiments", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments")
 
 
 @pytest.mark.parametrize("from_cross_encoder", [False, True])

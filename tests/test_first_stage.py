@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loaders import load_script
 from sentence_transformers import SentenceTransformer
 from tiny_models import build_tiny_backbone
 
@@ -27,16 +27,6 @@ from evaluation.metrics import evaluate_run
 from evaluation.report import markdown_report
 from ranking_data.beir import load_beir, read_trec_run, top_documents, write_trec_run
 from ranking_data.fusion import fuse_runs, interpolate, normalise_per_query, with_rest_of_ranking
-
-
-def load_script(name: str):
-    """A script of ``scripts/`` as a module."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_script", Path(__file__).parents[1] / "scripts" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ as a Space configures them. Every score the app shows is checked against the mod
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 import torch
+from loaders import load_file
 from sentence_transformers import CrossEncoder
 from tiny_models import build_tiny_backbone
 from transformers import AutoTokenizer
@@ -34,11 +34,7 @@ TOL = 1e-4
 
 def load_app():
     """Import app.py from its path under a private module name."""
-    spec = importlib.util.spec_from_file_location("mice_rerank_demo_app", APP_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_file(APP_FILE, "mice_rerank_demo_app")
 
 
 @pytest.fixture(scope="module")
