@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from tiny_models import build_tiny_backbone
 
+from evaluation.metrics import evaluate_run
 from mice_rerank import quickstart
 from ranking_data.beir import load_beir, read_trec_run
+from ranking_data.fusion import interpolate
 
 # Small enough to run in seconds; the real preset only changes sizes.
 TINY = dict(
@@ -118,6 +120,14 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
         assert pipeline["scores"][bm25_mice][metric] == pytest.approx(
             evaluation["results"]["mice"][name]["metrics"][metric]
         )
+    # Interpolated: the pipeline's own first stage and MICE run, combined at the fixed weight.
+    first_stage = read_trec_run(output / "runs" / "bm25" / name / "bm25.trec")
+    mice_run = read_trec_run(output / "runs" / "bm25" / name / "mice.trec")
+    expected = interpolate(first_stage, mice_run, TINY["eval_depth"], quickstart.INTERPOLATION_WEIGHT)
+    for metric in quickstart.FIRST_STAGE_METRICS:
+        assert pipeline["scores"][quickstart.INTERPOLATED[0]][metric] == pytest.approx(
+            evaluate_run(load_beir(tiny_collection, "test").qrels, expected, (metric,))[metric]
+        )
     # MICE re-ranked the hybrid's run: its documents below the depth keep the hybrid's order.
     hybrid = read_trec_run(output / "runs" / "first-stages" / "bm25-light-dual-encoder.trec")
     reranked = read_trec_run(output / "runs" / "hybrid" / name / "mice.trec")
@@ -150,6 +160,10 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     assert f"| bm25 | bm25s, no training | {first['scores']['bm25']['ndcg@10']:.3f} | – |" in markdown
     assert f"| {hybrid_mice} | {pipeline['scores'][hybrid_mice]['ndcg@10']:.3f} |" in markdown
     assert f"{hybrid_mice} against {bm25_mice}: ndcg@10 " in markdown
+    bm25_interpolated, hybrid_interpolated = quickstart.INTERPOLATED
+    assert f"{hybrid_interpolated} against {bm25_interpolated}: ndcg@10 " in markdown
+    assert f"{bm25_interpolated} against {bm25_mice}: ndcg@10 " in markdown
+    assert f"| {hybrid_interpolated} | {pipeline['scores'][hybrid_interpolated]['ndcg@10']:.3f} |" in markdown
 
     # A re-run finds every step done: nothing is rebuilt, retrained or re-evaluated.
     def must_not_run(*args, **kwargs):
@@ -196,7 +210,7 @@ def test_the_report_says_per_metric_whether_the_hybrid_pipeline_beats_bm25_then_
         "p_values": {hybrid_mice: {bm25_mice: {"ndcg@10": 0.35, "recall@100": 0.01}}},
         "max_p": 0.05,
     }
-    assert quickstart.versus_pipeline(pipeline) == (
+    assert quickstart.versus_pipeline(pipeline, hybrid_mice, bm25_mice) == (
         f"{hybrid_mice} against {bm25_mice}: ndcg@10 below (0.829 vs 0.839, p = 0.35); "
         "recall@100 level with (0.987 vs 0.987, p = 0.01 < 0.05)."
     )
