@@ -18,9 +18,9 @@ sentence-transformers' ``SentenceTransformerTrainer``:
    rows and pairs, its embedding matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine);
    the datasets take turns, one batch each (round robin);
 5. the model trained is a new one built from the cross-encoder or, with ``continue_from``, an earlier output of
-   this function trained further (a second stage with other data); the trained model is written to ``output`` (a ``SentenceTransformer`` folder with ``embedder_record.json`` for the
-   card). Checkpoints go to the work folder; a re-run resumes from the last one, and returns at once when the
-   output is complete.
+   this function trained further (a second stage with other data). It is written to ``output`` (a
+   ``SentenceTransformer`` folder with ``embedder_record.json`` for the card). Checkpoints go to the work folder; a
+   re-run resumes from the last one, and returns at once when the output is complete.
 """
 
 from __future__ import annotations
