@@ -120,6 +120,10 @@ class EmbedderDistillationConfig:
         for name in ("pair_queries", "pair_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(
+                f"warmup_ratio is a share of the steps: need 0 <= warmup_ratio < 1, got {self.warmup_ratio}"
+            )
         if self.pair_negatives and not self.pair_queries:
             raise ValueError("pair_negatives needs pair_queries: there are no pairs to add negatives to")
         if self.candidates <= self.negatives:
@@ -443,7 +447,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         learning_rate_mapping={new_layers: config.new_layer_learning_rate}
         if new_layers and config.new_layer_learning_rate
         else None,
-        warmup_ratio=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # transformers 5 reads a value below 1 as a share of max_steps
         seed=config.seed,
         save_steps=config.save_steps,
         save_total_limit=2,

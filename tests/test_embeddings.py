@@ -434,6 +434,8 @@ def test_config_rejects_impossible_settings(tmp_path):
         EmbedderDistillationConfig("ce", "data", "out", pair_queries=-1).check()
     with pytest.raises(ValueError, match="pair_negatives needs pair_queries"):
         EmbedderDistillationConfig("ce", "data", "out", pair_negatives=1).check()
+    with pytest.raises(ValueError, match="need 0 <= warmup_ratio < 1, got 1.0"):  # 1 would read as one step
+        EmbedderDistillationConfig("ce", "data", "out", warmup_ratio=1.0).check()
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         config_from_preset("huge", cross_encoder="ce", data="data", output="out")
 
