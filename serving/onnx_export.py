@@ -27,6 +27,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from evaluation.rerankers import detect_model_kind
 from modeling_mice import MiceDocumentEncoder, MiceForSequenceClassification, MiceQueryScorer
 
 FORMAT = "mice-rerank-onnx/1"
@@ -47,11 +48,11 @@ def graph_file(name: str, precision: str) -> str:
 
 
 def model_kind(folder: str | Path) -> str:
-    """`"mice"` or `"cross-encoder"`, from the folder's `config.json`."""
-    config = Path(folder) / "config.json"
-    if not config.is_file():
+    """`"mice"` or `"cross-encoder"`, from the folder's `config.json`; a local folder only (no Hub ids: exporting and
+    serving read its files)."""
+    if not (Path(folder) / "config.json").is_file():
         raise OnnxExportError(f"{folder} holds no config.json: pass a model folder saved with save_pretrained")
-    return "mice" if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "mice" else "cross-encoder"
+    return detect_model_kind(folder)
 
 
 def _export(module: torch.nn.Module, args: tuple, names: list[str], axes: dict, path: Path, dynamo: bool) -> None:

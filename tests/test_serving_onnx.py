@@ -11,7 +11,14 @@ from tiny_models import FAMILIES, build_tiny_backbone
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modeling_mice import LongDocuments, MiceForSequenceClassification
-from serving.onnx_export import export_cross_encoder, export_mice, export_onnx, independent_products
+from serving.onnx_export import (
+    OnnxExportError,
+    export_cross_encoder,
+    export_mice,
+    export_onnx,
+    independent_products,
+    model_kind,
+)
 from serving.rerankers import load_reranker
 
 QUERY = "how do dogs bark at a cat"
@@ -252,3 +259,18 @@ def test_independent_products_are_those_reading_no_given_input():
     graph = onnx.helper.make_graph(nodes, "g", inputs, outputs, [weight])
     assert independent_products(graph, {"documents"}) == ["query_only"]
     assert independent_products(graph, {"documents", "query"}) == []
+
+
+def test_a_folder_that_is_not_a_model_gets_one_clear_line(tmp_path):
+    """Exporting and serving read a local folder: none without config.json (a Hub id included), nor a broken one."""
+    with pytest.raises(OnnxExportError, match="holds no config.json: pass a model folder"):
+        model_kind(tmp_path)
+    with pytest.raises(OnnxExportError, match="holds no config.json"):
+        model_kind("sentence-transformers/all-MiniLM-L6-v2")
+    (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        model_kind(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "mice"}', encoding="utf-8")
+    assert model_kind(tmp_path) == "mice"
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    assert model_kind(tmp_path) == "cross-encoder"
