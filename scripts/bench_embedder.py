@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import torch
-from sentence_transformers import SentenceTransformer
 
 from embeddings.speed import encoding_speed, median_speed
+from evaluation.first_stage import FirstStageError, load_embedding_model
 from ranking_data.beir import read_jsonl
 
 SAMPLE = Path(__file__).resolve().parents[1] / "mice_rerank" / "sample_data" / "debian"
@@ -49,13 +49,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not (args.data / "corpus.jsonl").is_file():
+        print(f"error: {args.data} holds no corpus.jsonl; pass a BEIR folder with --data", file=sys.stderr)
+        return 2
     corpus = read_jsonl(args.data / "corpus.jsonl", ("_id", "text"))[: args.documents]
     texts = [f"{doc.get('title') or ''} {doc['text'] or ''}".strip() for doc in corpus]
     models, paths = {}, {}
     for spec in args.models:
         name, _, path = spec.partition("=")
         paths[name] = packaged_minilm() if path == "PACKAGED" else path
-        model = SentenceTransformer(paths[name], device="cpu")
+        try:
+            model = load_embedding_model(paths[name], "cpu")
+        except FirstStageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         model.max_seq_length = args.max_length
         models[name] = model
     baseline = args.baseline or list(models)[-1]

@@ -193,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        run_experiments(args)
+    except (ValueError, OSError) as error:  # the package's own errors (FirstStageError, BeirFormatError, ...) included
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_experiments(args: argparse.Namespace) -> None:
     results = Results(args.output / "results.json")
     dense_models = {}
     for spec in args.dense:
@@ -213,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(markdown(results.data["results"], args.layers), encoding="utf-8")
     if args.plot:
         plot(results.data["results"], args.layers, args.plot)
-    return 0
 
 
 if __name__ == "__main__":

@@ -468,6 +468,10 @@ def test_bench_embedder_times_every_model_in_turns_and_divides_by_the_baseline(m
         assert len(entry["documents_per_s_per_round"]) == 3
         assert entry["documents_per_s"] == pytest.approx(float(np.median(entry["documents_per_s_per_round"])))
     assert (result["models"]["one"]["layers"], result["models"]["two"]["layers"]) == (1, 2)
+    assert bench.main([*argv, "--models", f"gone={tmp_path / 'gone'}"]) == 2
+    assert "error: embedding model" in capsys.readouterr().err
+    assert bench.main([*argv, "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path} holds no corpus.jsonl; pass a BEIR folder with --data"
     speedup = result["models"]["one"]["documents_per_s"] / result["models"]["two"]["documents_per_s"]
     assert result["models"]["one"]["speedup"] == pytest.approx(speedup)
     assert result["models"]["two"]["speedup"] == 1.0

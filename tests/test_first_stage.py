@@ -144,6 +144,11 @@ def test_embedding_experiments_save_runs_that_compare_runs_tests(small_beir, tin
     assert "run names must differ" in capsys.readouterr().err
     assert compare.main(["--data", str(small_beir), "--run", f"a={runs['bm25']}"]) == 2
     assert capsys.readouterr().err.strip() == "error: give at least two runs, each as --run NAME=TREC_RUN"
+    missing = tmp_path / "no-such-model"
+    assert experiments.main([*argv, "--dense", f"gone={missing}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: embedding model {missing} does not exist; pass a SentenceTransformer folder or a Hub id"
+    )
 
 
 def test_exact_search_is_brute_force_cosine(tiny_embedder, small_split):
