@@ -472,8 +472,44 @@ def test_bench_embedder_times_every_model_in_turns_and_divides_by_the_baseline(m
     assert "error: embedding model" in capsys.readouterr().err
     assert bench.main([*argv, "--data", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path} holds no corpus.jsonl; pass a BEIR folder with --data"
+    assert bench.main([*argv, "--device", "abacus"]) == 2
+    assert "error: --device 'abacus' is not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert bench.main([*argv, "--device", "cuda"]) == 2
+        assert "this torch sees no CUDA device; pass --device cpu" in capsys.readouterr().err
+    assert bench.main([*argv, "--dtype", "bfloat16"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    assert (half["dtype"], half["device"], result["dtype"]) == ("bfloat16", "cpu", "float32")
     speedup = result["models"]["one"]["documents_per_s"] / result["models"]["two"]["documents_per_s"]
     assert result["models"]["one"]["speedup"] == pytest.approx(speedup)
     assert result["models"]["two"]["speedup"] == 1.0
     with pytest.raises(ValueError, match="need texts, models and at least one round"):
         bench.encoding_speed({}, ["a text"])
+
+
+def test_pretokenized_speed_tokenizes_once_and_runs_the_same_forward_passes(models, monkeypatch):
+    """``pretokenized`` tokenizes every batch once before the rounds; the rounds then run the forward passes that
+    ``encode`` runs (the same length-sorted batches, the same embeddings), and tokenize nothing."""
+    from embeddings.speed import encoding_speed
+
+    model = build_light_dual_encoder(cross_encoder(models), layers=2)
+    texts = [f"document {i}" + " word" * (3 * i % 10) for i in range(10)]  # ten lengths: one sorted order
+    calls, forwards = [], []
+    preprocess, forward = model.preprocess, model.forward
+    monkeypatch.setattr(model, "preprocess", lambda batch, **kw: calls.append(len(batch)) or preprocess(batch, **kw))
+
+    def recording_forward(features, **kwargs):
+        output = forward(features, **kwargs)
+        forwards.append(output["sentence_embedding"].detach().clone())
+        return output
+
+    monkeypatch.setattr(model, "forward", recording_forward)
+    speeds = encoding_speed({"m": model}, texts, rounds=2, batch_size=4, pretokenized=True)
+    assert len(speeds["m"]) == 2 and min(speeds["m"]) > 0
+    assert calls == [4, 4, 2]  # once, before the warm-up batch and the two rounds
+    assert len(forwards) == 1 + 2 * 3
+    calls.clear()
+    encoded = model.encode(texts, batch_size=4, convert_to_tensor=True)
+    assert calls == [4, 4, 2]
+    ordered = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    torch.testing.assert_close(torch.cat(forwards[-3:]), encoded[ordered])
