@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "load_average": list(os.getloadavg()),
         "cpu": platform.processor() or platform.machine(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "dtype": args.dtype,
         "timed": "forward passes, pretokenized" if args.pretokenized else "encode, tokenization included",
         "torch": torch.__version__,
