@@ -177,6 +177,21 @@ def test_training_steps_change_the_weights(model_kind, backbone, mice_folder, tm
     assert len(changed) > len(before) // 2
 
 
+def test_a_process_that_does_not_save_writes_nothing(backbone, tmp_path, monkeypatch):
+    """transformers calls ``_save`` on every process of a distributed run, and sentence-transformers' ``_save``
+    writes without asking which process it is on. Only the saving process may write: two processes writing and then
+    removing the same ``training_args.bin`` made the two-process test fail when they raced."""
+    model = CrossEncoder(backbone)
+    trainer = trainer_for(model, DistillRankNetLoss(model), tmp_path)
+    monkeypatch.setattr(type(trainer.args), "should_save", property(lambda self: False))
+    trainer._save(str(tmp_path / "other-process"))
+    assert not (tmp_path / "other-process").exists()
+    monkeypatch.undo()
+    trainer._save(str(tmp_path / "main-process"))
+    assert (tmp_path / "main-process" / "training_args.json").is_file()
+    assert not (tmp_path / "main-process" / "training_args.bin").exists()
+
+
 def test_objectives_also_train_in_cross_encoder_trainer(backbone, tmp_path):
     """A plain CrossEncoderTrainer passes the one label column ("scores") as a list of tensors."""
     model = CrossEncoder(backbone)

@@ -114,6 +114,10 @@ class DistillationTrainer(CrossEncoderTrainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         # sentence-transformers pickles the arguments beside the model (training_args.bin); keep them as JSON so a
         # saved model holds no pickle. Resuming does not read them (checkpoints keep the optimizer's own state).
+        if not self.args.should_save:
+            # transformers 5 calls _save on every process, but sentence-transformers' _save assumes process zero: on
+            # the others it would write the model and arguments again, racing the main process in the same folder.
+            return
         super()._save(output_dir, state_dict)
         folder = output_dir if output_dir is not None else self.args.output_dir
         with open(os.path.join(folder, "training_args.json"), "w", encoding="utf-8") as file:
