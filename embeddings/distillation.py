@@ -15,7 +15,8 @@ sentence-transformers' ``SentenceTransformerTrainer``:
    and with ``pair_negatives`` of BM25's best non-relevant documents as hard negatives: labelled data is cheap where
    teacher scores are not;
 4. optionally, embedding-level distillation from a stronger dual encoder (``embedding_teacher``): every text of the
-   rows and pairs, its embedding matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine);
+   rows and pairs, its embedding matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine;
+   the teacher's embeddings are computed once, resumably, and kept in the work folder);
    the datasets take turns, one batch each (round robin);
 5. the model trained is a new one built from the cross-encoder or, with ``continue_from``, an earlier output of
    this function trained further (a second stage with other data). It is written to ``output`` (a
@@ -25,6 +26,7 @@ sentence-transformers' ``SentenceTransformerTrainer``:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -39,6 +41,8 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from evaluation.first_stage import encode_in_chunks
+from indexing.fingerprint import model_fingerprint
 from ranking_data.beir import BeirData, BeirFormatError, load_beir
 
 from .early_layers import EarlyLayerEncoder, EarlyLayerError, describe_source
@@ -300,23 +304,27 @@ def dataset_texts(*tables: datasets.Dataset) -> list[str]:
     )
 
 
-def embedding_rows(texts: list[str], teacher: str, folder: Path, batch_size: int = 64) -> datasets.Dataset:
-    """``(text, label)``: each of ``texts`` with its embedding by ``teacher``, saved in ``folder`` and reused when a
-    later run asks for the same texts (other texts are embedded again)."""
-    if (folder / "dataset_info.json").is_file():
-        saved = datasets.load_from_disk(str(folder))
-        if saved["text"] == texts:
-            return saved
-        logger.info("%s holds other texts; embedding again", folder)
+def embedding_rows(
+    texts: list[str], teacher: str, folder: Path, batch_size: int = 64, show_progress: bool = True
+) -> datasets.Dataset:
+    """``(text, label)``: each of ``texts`` with its embedding by ``teacher``.
+
+    The embeddings are saved chunk by chunk (``evaluation.first_stage.encode_in_chunks``) under a subfolder of
+    ``folder`` named by a digest of the teacher's weights, its maximum length and the texts: an interrupted run
+    resumes from its last chunk, and another teacher or another sample of texts is embedded anew, never served the
+    targets of the first.
+    """
     model = SentenceTransformer(teacher)
-    targets = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True)
-    dataset = datasets.Dataset.from_dict({"text": texts, "label": targets.astype(np.float32).tolist()})
-    temporary = folder.with_name(folder.name + ".tmp")
-    dataset.save_to_disk(str(temporary))
-    if folder.exists():
-        shutil.rmtree(folder)
-    temporary.rename(folder)
-    return datasets.load_from_disk(str(folder))
+    key = [model_fingerprint(model), model.max_seq_length, texts]
+    digest = hashlib.sha256(json.dumps(key).encode("utf-8")).hexdigest()[:24]
+    encoded = encode_in_chunks(
+        texts,
+        lambda chunk: {"label": model.encode(chunk, batch_size=batch_size, convert_to_numpy=True)},
+        folder / digest,
+        show_progress=show_progress,
+        description="embedding teacher targets",
+    )
+    return datasets.Dataset.from_dict({"text": texts, "label": encoded.arrays["label"].astype(np.float32).tolist()})
 
 
 def _new_layer_pattern(model: SentenceTransformer, copied_layers: int, layers: int) -> str | None:
@@ -435,7 +443,9 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         losses["pairs"] = MultipleNegativesRankingLoss(model, scale=1.0 / config.temperature)
     if config.embedding_teacher:
         texts = dataset_texts(*train.values())
-        train["embedding"] = embedding_rows(texts, config.embedding_teacher, config.work / "embedding_targets")
+        train["embedding"] = embedding_rows(
+            texts, config.embedding_teacher, config.work / "embedding_targets", show_progress=show_progress
+        )
         losses["embedding"] = _Scaled(EmbedDistillLoss(model, distance_metric="cosine"), config.embedding_weight)
 
     new_layers = _new_layer_pattern(model, config.copied_layers, config.layers)

@@ -303,6 +303,7 @@ def encode_in_chunks(
     folder: Path | None,
     chunk_size: int = 2048,
     show_progress: bool = False,
+    description: str = "encoding documents",
 ) -> EncodedTexts:
     """Arrays ``{name: (len(texts), ...)}`` computed ``chunk_size`` texts at a time by ``encode``.
 
@@ -315,7 +316,7 @@ def encode_in_chunks(
 
     chunks, seconds, encoded = [], 0.0, 0
     starts = range(0, len(texts), chunk_size)
-    for number, begin in enumerate(tqdm(starts, desc="encoding documents", disable=not show_progress, leave=False)):
+    for number, begin in enumerate(tqdm(starts, desc=description, disable=not show_progress, leave=False)):
         path = None if folder is None else folder / f"chunk-{number:05d}.safetensors"
         if path is not None and path.is_file():
             chunks.append(load_file(str(path)))

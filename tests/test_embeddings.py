@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from loaders import load_script
+from safetensors.numpy import load_file
 from tiny_models import build_tiny_backbone
 from transformers import AutoModel, AutoTokenizer
 
@@ -241,8 +242,6 @@ def test_labelled_pairs_take_bm25s_best_non_relevant_documents_as_hard_negatives
 
 @pytest.mark.slow
 def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_data, tmp_path):
-    import datasets
-    from sentence_transformers import SentenceTransformer
 
     folder = cross_encoder(models)
     teacher = tmp_path / "teacher"
@@ -258,22 +257,35 @@ def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_dat
         "MultipleNegativesRankingLoss", "DistillKLDivLoss", "MultipleNegativesRankingLoss", "EmbedDistillLoss",
     ]  # fmt: skip
     assert record["data"]["train_rows"] == 8 and record["data"]["pair_rows"] == 10
-    targets = datasets.load_from_disk(str(config.work / "embedding_targets"))
-    # 8 queries with 2 documents each, 10 pairs: every distinct text, embedded by the teacher.
-    assert 10 < len(targets) == record["data"]["embedding_texts"] <= 8 * 3 + 10 * 2
-    np.testing.assert_allclose(
-        np.asarray(targets["label"][:3]), SentenceTransformer(str(teacher)).encode(targets["text"][:3]), atol=1e-5
-    )
+    # 8 queries with 2 documents each, 10 pairs: every distinct text, embedded by the teacher once.
+    [targets] = (config.work / "embedding_targets").iterdir()
+    labels = load_file(str(targets / "chunk-00000.safetensors"))["label"]
+    assert 10 < len(labels) == record["data"]["embedding_texts"] <= 8 * 3 + 10 * 2
     from hub_cards import render_embedder_card
 
     assert "(8 teacher-scored rows, 10 labelled pairs)" in str(render_embedder_card(output))
-    # The saved targets serve the same texts again, and are replaced for other texts.
-    assert (
-        embedding_rows(targets["text"], "no-such-teacher", config.work / "embedding_targets")["label"]
-        == targets["label"]
-    )
-    fewer = embedding_rows(targets["text"][:2], str(teacher), config.work / "embedding_targets")
-    assert len(datasets.load_from_disk(str(config.work / "embedding_targets"))) == len(fewer) == 2
+
+
+def test_embedding_targets_are_kept_per_teacher_and_texts(models, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    build_light_dual_encoder(cross_encoder(models), layers=2, copied_layers=2).save(str(first))
+    build_light_dual_encoder(cross_encoder(models), layers=1, copied_layers=1).save(str(second))
+    folder = tmp_path / "targets"
+    rows = embedding_rows(TEXTS, str(first), folder, show_progress=False)
+    assert rows["text"] == TEXTS
+    np.testing.assert_allclose(rows["label"], SentenceTransformer(str(first)).encode(TEXTS), atol=1e-6)
+    # Another teacher of the same texts gets its own targets, not the first one's.
+    other = embedding_rows(TEXTS, str(second), folder, show_progress=False)
+    np.testing.assert_allclose(other["label"], SentenceTransformer(str(second)).encode(TEXTS), atol=1e-6)
+    assert not np.allclose(other["label"], rows["label"], atol=1e-3)
+    assert len(list(folder.iterdir())) == 2
+    # The same teacher and texts again are read back without encoding; other texts are encoded.
+    monkeypatch.setattr(SentenceTransformer, "encode", lambda *_, **__: pytest.fail("encoded again"))
+    assert embedding_rows(TEXTS, str(first), folder, show_progress=False)["label"] == rows["label"]
+    with pytest.raises(pytest.fail.Exception, match="encoded again"):
+        embedding_rows(TEXTS[:2], str(first), folder, show_progress=False)
 
 
 @pytest.mark.slow

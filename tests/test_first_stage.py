@@ -18,6 +18,7 @@ from evaluation.first_stage import (
     FirstStageError,
     HybridFirstStage,
     bm25_first_stage,
+    encode_in_chunks,
     evaluate_first_stages,
     exact_search,
     first_stage_from_spec,
@@ -173,6 +174,29 @@ def test_dense_first_stage_caches_document_embeddings(tiny_embedder, small_split
     assert second.details == {"document_embeddings": "cached"}
     assert second.run == first.run
     assert all(len(ranking) == 50 for ranking in first.run.values())
+
+
+def test_an_interrupted_chunked_encoding_resumes_from_its_last_finished_chunk(tmp_path):
+    texts = [f"text {i}" for i in range(7)]
+    calls: list[list[str]] = []
+    interrupted: list[bool] = []
+
+    def encode(chunk: list[str]) -> dict[str, np.ndarray]:
+        calls.append(chunk)
+        if chunk == texts[3:6] and not interrupted:  # the second chunk, the first time only
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return {"values": np.array([[float(t.split()[1]), len(t)] for t in chunk], dtype=np.float32)}
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_in_chunks(texts, encode, tmp_path / "cache", chunk_size=3)
+    assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == ["chunk-00000.safetensors"]
+    calls.clear()
+    resumed = encode_in_chunks(texts, encode, tmp_path / "cache", chunk_size=3)
+    assert calls == [texts[3:6], texts[6:]] and resumed.encoded == 4
+    expected = encode_in_chunks(texts, encode, None, chunk_size=3).arrays["values"]
+    np.testing.assert_array_equal(resumed.arrays["values"], expected)
+    np.testing.assert_array_equal(expected[:, 0], np.arange(7))
 
 
 def test_hybrid_retrieves_the_fusion_of_its_two_runs(tiny_embedder, small_split):
