@@ -21,7 +21,8 @@ sentence-transformers' ``SentenceTransformerTrainer``:
 5. the model trained is a new one built from the cross-encoder or, with ``continue_from``, an earlier output of
    this function trained further (a second stage with other data). It is written to ``output`` (a
    ``SentenceTransformer`` folder with ``embedder_record.json`` for the card). Checkpoints go to the work folder; a
-   re-run resumes from the last one, and returns at once when the output is complete.
+   re-run resumes from the last one (with more steps, it trains further), and returns at once when the output is
+   complete. A work folder started with other settings is refused (``ranking_data.work_folders``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from sentence_transformers import SentenceTransformer
 from evaluation.first_stage import encode_in_chunks
 from indexing.fingerprint import model_fingerprint
 from ranking_data.beir import BeirData, BeirFormatError, load_beir
+from ranking_data.work_folders import claim_folder
 
 from .early_layers import EarlyLayerEncoder, EarlyLayerError, describe_source
 
@@ -411,6 +413,9 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
     data = load_beir(config.data, config.split)  # a clear BeirFormatError for a bad or empty folder
     if not data.corpus:
         raise BeirFormatError(f"{config.data} has an empty corpus")
+    # More steps train the same run further; anything else that decides what the work folder holds must match.
+    left_out = ("output", "work_folder", "save_steps", "max_steps")
+    claim_folder(work, {k: v for k, v in _jsonable(config).items() if k not in left_out}, "distill-embedder")
 
     parent = _continued_record(config) if config.continue_from else None
     model = (

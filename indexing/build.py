@@ -35,10 +35,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ranking_data.work_folders import atomic_write_text
+
 from .corpus import Corpus, load_corpus
 from .encoding import DocumentEncoder
 from .first_stage import BM25FirstStage, DenseFirstStage, embed_documents, embedder_description
-from .store import DocumentStore, StoreError, _atomic_write_text, shard_name
+from .store import DocumentStore, StoreError, shard_name
 
 INDEX_FORMAT = "mice-index/1"
 INDEX_FILE = "index.json"
@@ -147,7 +149,7 @@ def _check_or_start(output: Path, settings: dict, fingerprint: dict) -> None:
         raise IndexBuildError(f"{output} exists and is not a MICE index folder; choose an empty or new --output")
     output.mkdir(parents=True, exist_ok=True)
     DocumentStore.create(output / STATES, fingerprint, settings["compression"], exist_ok=True)
-    _atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
 def _codec_sample(corpus: Corpus, encoder: DocumentEncoder, tokens: int, seed: int) -> np.ndarray:
@@ -355,7 +357,7 @@ def finalize_index(
         "config": asdict(config),
         "build": build,
     }
-    _atomic_write_text(output / INDEX_FILE, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(output / INDEX_FILE, json.dumps(info, indent=2) + "\n")
     for part in sorted((output / DENSE_PARTS).glob("part-*.safetensors")):
         part.unlink()
     if (output / DENSE_PARTS).is_dir():
@@ -416,7 +418,7 @@ def transcode_index(
         if (source / folder).is_dir():
             shutil.copytree(source / folder, output / folder, dirs_exist_ok=True)
     build_settings = json.loads((source / BUILD_FILE).read_text(encoding="utf-8")) | {"compression": compression}
-    _atomic_write_text(output / BUILD_FILE, json.dumps(build_settings, indent=2) + "\n")
+    atomic_write_text(output / BUILD_FILE, json.dumps(build_settings, indent=2) + "\n")
     info = info | {
         "compression": target.codec.name,
         "bytes_per_token": target.codec.bytes_per_token(),
@@ -427,5 +429,5 @@ def transcode_index(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    _atomic_write_text(output / INDEX_FILE, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(output / INDEX_FILE, json.dumps(info, indent=2) + "\n")
     return info

@@ -42,6 +42,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from ranking_data.work_folders import atomic_write_text
+
 from .codecs import CodecError, StateCodec, make_codec
 from .fingerprint import describe_mismatch
 
@@ -73,12 +75,6 @@ def text_digest(text: str) -> str:
 
 def shard_name(number: int) -> str:
     return f"shard-{number:05d}.safetensors"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _commit(temporary: Path, target: Path, overwrite: bool) -> bool:
@@ -147,7 +143,7 @@ class DocumentStore:
         if (folder / MANIFEST).exists() and not exist_ok:
             raise StoreError(f"{folder} already holds a document store ({MANIFEST}); open it instead")
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         return cls(folder, manifest, codec)
 
     @classmethod

@@ -52,6 +52,7 @@ ERROR_HINTS = {
     "evaluation.first_stage.FirstStageError": "the first stage is bm25, dense:PATH or hybrid:PATH (a SentenceTransformer)",
     "serving.onnx_export.OnnxExportError": "`mice export-onnx --model MODEL` writes the graphs the ONNX backends read",
     "entity_lens.errors.EntityLensError": "`mice entity-lens --help` lists the options and what each expects",
+    "ranking_data.work_folders.WorkFolderError": "or pass another output folder",
     "builtins.FileNotFoundError": "check the path",
     "builtins.ValueError": "check the arguments (`mice COMMAND --help`)",
 }

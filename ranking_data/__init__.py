@@ -10,5 +10,6 @@ Modules (import what you need; none is imported here, so ``import ranking_data``
 - ``teachers``: anything that scores candidate lists (cross-encoder, bi-encoder, BM25, MICE, a function) and ensembles;
 - ``teacher_data``: ``TeacherDataset`` (PyLate's three-config layout, joined lazily into training rows) and the
   resumable ``build_teacher_dataset`` / ``build_from_beir``;
-- ``importers``: published teacher files (Hofstätter et al.'s scores, TREC runs) in that schema.
+- ``importers``: published teacher files (Hofstätter et al.'s scores, TREC runs) in that schema;
+- ``work_folders``: atomic writes, and ``claim_folder``: a long job's folder resumed only under its own settings.
 """

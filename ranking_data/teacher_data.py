@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
+
+from .work_folders import atomic_write_text
 
 if TYPE_CHECKING:
     from .bm25 import BM25Retriever
@@ -365,12 +366,6 @@ class TrainingRowJoin:
         return output
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def build_teacher_dataset(
     candidates: Sequence[CandidateList],
     queries: Mapping[str, str],
@@ -416,7 +411,7 @@ def build_teacher_dataset(
                 "delete the folder or pass resume=False to start over"
             )
     else:
-        _atomic_write(manifest_path, json.dumps(manifest))
+        atomic_write_text(manifest_path, json.dumps(manifest))
 
     batches = [candidates[start : start + batch_size] for start in range(0, len(candidates), batch_size)]
     shard_paths = [shard_folder / f"batch-{number:06d}.json" for number in range(len(batches))]
@@ -444,7 +439,7 @@ def build_teacher_dataset(
                     "labels": [candidate.labels[i] for i in order],
                 }
             )
-        _atomic_write(path, json.dumps(rows))
+        atomic_write_text(path, json.dumps(rows))
         progress.update()
     progress.close()
 

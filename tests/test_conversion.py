@@ -17,6 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modeling_mice import MiceForSequenceClassification
 from ranking_data.synthetic_queries import generate_queries
+from ranking_data.work_folders import WorkFolderError
 from trainers.conversion import (
     ConversionConfig,
     ConversionError,
@@ -242,6 +243,31 @@ def test_conversion_trains_resumes_and_loads_as_mice(parent, tmp_path):
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert run.stdout.strip() == "MiceForSequenceClassification"
+
+
+def test_an_interrupted_conversion_resumes_only_with_its_own_settings(parent, tmp_path, monkeypatch):
+    import trainers.conversion as conversion
+
+    data = write_corpus(tmp_path / "data", splits=("train", "test"))
+    output = tmp_path / "mice"
+
+    def interrupt(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conversion, "build_student", interrupt)
+    with pytest.raises(KeyboardInterrupt):  # after the parent scored the candidates
+        convert(small_config(parent, data, output, steps=2))
+    assert (output / "_conversion" / "parent_scores" / "train").is_dir()
+    # Other candidates would be read from the scores of these: refused.
+    with pytest.raises(WorkFolderError, match=r"holds a conversion run with other settings \(depth: 8 there, 6 now\)"):
+        convert(small_config(parent, data, output, steps=2, depth=6))
+    monkeypatch.undo()
+    import ranking_data.teachers
+
+    # The same settings resume from the saved scores: the parent scores nothing again.
+    monkeypatch.setattr(ranking_data.teachers, "CrossEncoderTeacher", interrupt)
+    result = convert(small_config(parent, data, output, steps=2))
+    assert result.record["conversion"]["training_queries"] > 0 and not (output / "_conversion").exists()
 
 
 def test_conversion_of_a_bare_corpus_uses_generated_queries(parent, tmp_path):

@@ -171,6 +171,10 @@ def test_distill_embedder_trains_resumes_and_writes_a_card(models, sample_data, 
     first = json.loads((output / "embedder_record.json").read_text())
     assert first["final_train_loss"] > 0 and first["resumed_from"] is None
     assert cli([*argv, "--max-steps", "4"]) == 0  # more steps: resumes from the checkpoint at step 2
+    # Other settings would resume the same checkpoint under another recipe: refused, in one line.
+    assert cli([*argv, "--max-steps", "6", "--negatives", "1"]) == 2
+    error = capsys.readouterr().err
+    assert f"{output}-work holds a distill-embedder run with other settings (negatives: 2 there, 1 now)" in error
     record = json.loads((output / "embedder_record.json").read_text())
     assert record["resumed_from"].endswith("checkpoint-2")
     assert [o["name"] for o in record["objectives"]] == ["MultipleNegativesRankingLoss", "DistillKLDivLoss"]

@@ -12,6 +12,7 @@ from evaluation.metrics import evaluate_run
 from mice_rerank import quickstart
 from ranking_data.beir import load_beir, read_trec_run
 from ranking_data.fusion import interpolate
+from ranking_data.work_folders import WorkFolderError
 
 # Small enough to run in seconds; the real preset only changes sizes.
 TINY = dict(
@@ -138,6 +139,11 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
         assert order[TINY["eval_depth"] :] == hybrid_order[TINY["eval_depth"] :]
     for name in ("report.md", "evaluation.md", "effectiveness.png", "latency.png"):
         assert (report.parent / name).stat().st_size > 0
+    # Finished steps would be skipped and reported under the new settings: another run in this folder is refused.
+    with pytest.raises(WorkFolderError, match=r"holds a quickstart run with other settings \(cross_encoder_steps: "):
+        quickstart.run_quickstart(
+            output, "cpu", data=tiny_collection, backbone=backbone, **{**TINY, "cross_encoder_steps": 9}
+        )
     markdown = report.read_text()
     bm25 = evaluation["results"]["bm25"][tiny_collection.name]["metrics"]["ndcg@10"]
     assert f"| bm25 | bm25s, no training | {bm25:.3f} |" in markdown

@@ -76,7 +76,7 @@ def settings(workspace: Path, output: str) -> dict:
     }
 
 
-def test_interrupted_run_says_so_and_resumes_to_the_same_weights(workspace):
+def test_interrupted_run_says_so_and_resumes_to_the_same_weights(workspace, capsys):
     config = workspace / "run.yaml"
     interrupted = workspace / "interrupted"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -98,6 +98,12 @@ def test_interrupted_run_says_so_and_resumes_to_the_same_weights(workspace):
     assert "interrupted: run the same command again to resume from the last checkpoint" in stderr
     assert not (interrupted / "training_record.json").exists(), "the run finished before it was interrupted"
     at_checkpoint = load_file(interrupted / "checkpoint-2" / "model.safetensors")
+    # Resumed under another learning rate, the checkpoint would go on with the first run's optimizer: refused.
+    assert cli.main(["train", str(config), "--learning_rate", "3e-4"]) == 2
+    error = capsys.readouterr().err
+    assert f"{interrupted} holds a training run with other settings (training.learning_rate: 0.001 there, " in error
+    assert "Traceback" not in error
+    assert not (interrupted / "checkpoint-3").exists()
 
     # The uninterrupted reference, in this process, with the same settings given as flags of `mice train`.
     reference = settings(workspace, "reference")

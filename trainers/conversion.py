@@ -39,6 +39,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ranking_data.work_folders import claim_folder
+
 from .batching import find_mice_model
 from .frozen_documents import DocumentStateMemo
 from .losses.listwise import ListwiseObjective, rows_by_length
@@ -648,6 +650,9 @@ def convert(config: ConversionConfig) -> ConversionResult:
     output = Path(config.output)
     work = output / WORK_FOLDER
     data = load_conversion_data(config)
+    # Where the parent's scores are computed and the checkpoints kept: resumed only by the same conversion.
+    left_out = ("output", "device", "scoring_batch_size")
+    claim_folder(work, {k: v for k, v in asdict(config).items() if k not in left_out}, "conversion")
     scores_folder = Path(config.parent_scores) if config.parent_scores else work / "parent_scores"
     dataset = build_parent_scores(config, data, scores_folder)
     scoring_seconds = time.perf_counter() - started

@@ -2,7 +2,8 @@
 :class:`~trainers.trainer.DistillationTrainer`, save the model with its ``training_record.json``.
 
 A run resumes from the last complete checkpoint in ``output_dir`` (``resume: false`` starts over), so the same
-call after an interruption loses at most the steps since that checkpoint. Under ``accelerate launch`` every process
+call after an interruption loses at most the steps since that checkpoint; the same call with more steps trains the
+run further. A folder started with other settings is refused (``ranking_data.work_folders``). Under ``accelerate launch`` every process
 runs ``train``; the main process writes the outputs.
 """
 
@@ -12,18 +13,20 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from ranking_data.work_folders import claim_folder
 
 from .batching import find_mice_model
 from .config import ConfigError, DistillationConfig, ModelConfig, TrainConfig
 from .frozen_documents import freeze_independent_layers
 from .losses import OBJECTIVES, CombinedLoss
 from .trainer import DistillationTrainer
-from .training_record import build_training_record, write_training_record
+from .training_record import RECORDED_HYPERPARAMETERS, build_training_record, write_training_record
 
 OBJECTIVE_ALIASES = {
     "bce": "PointwiseBCELoss",
@@ -188,6 +191,19 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
+def claimed_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a run's checkpoints depend on: the student, its data and objectives, and the optimisation. The number of
+    steps is left out: running again with more steps trains the same run further."""
+    args = config.training
+    left_out = ("max_steps", "num_train_epochs", "gradient_checkpointing")
+    optimisation = {key: getattr(args, key, None) for key in RECORDED_HYPERPARAMETERS if key not in left_out}
+    return {
+        "model": asdict(config.model),
+        "distillation": asdict(config.distillation),
+        "training": {**optimisation, "data_seed": args.data_seed},
+    }
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train the student of ``config`` and save it to ``config.training.output_dir``; see the module docstring."""
     from accelerate import PartialState
@@ -199,6 +215,9 @@ def train(config: TrainConfig) -> TrainResult:
     output_dir = Path(args.output_dir)
     set_seed(args.seed)
     processes = PartialState()
+    with processes.main_process_first():  # the main process claims a new folder; the others then check it
+        fresh = not args.resume and processes.is_main_process
+        claim_folder(output_dir, claimed_settings(config), "training", fresh=fresh)
     # Several processes: the main one writes the student's initial folder, then the others load it (the same weights).
     initial = output_dir / INITIAL_MODEL if processes.num_processes > 1 else None
     with processes.main_process_first():
