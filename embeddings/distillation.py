@@ -47,9 +47,10 @@ from indexing.fingerprint import model_fingerprint
 from ranking_data.beir import BeirData, BeirFormatError, load_beir
 from ranking_data.work_folders import claim_folder
 
-from .early_layers import EarlyLayerEncoder, EarlyLayerError, describe_source
+from .early_layers import EarlyLayerEncoder, EarlyLayerError, check_layer, describe_source
 
 EMBEDDER_RECORD = "embedder_record.json"
+NEW_LAYERS = ("next", "top", "random")
 logger = logging.getLogger(__name__)
 
 
@@ -62,8 +63,9 @@ class EmbedderDistillationConfig:
     output: str = field(metadata={"help": "where the SentenceTransformer folder is written"})
     layers: int = field(default=2, metadata={"help": "transformer layers of the dual encoder"})
     copied_layers: int = field(default=1, metadata={"help": "of which copied from the cross-encoder (the rest new)"})
-    new_layers: Literal["next", "random"] = field(
-        default="next", metadata={"help": "new layers seeded from the cross-encoder's next layers, or random"}
+    new_layers: Literal["next", "top", "random"] = field(
+        default="next",
+        metadata={"help": "new layers seeded from the cross-encoder's next layers, its top layers, or random"},
     )
     teacher: str | None = field(
         default=None, metadata={"help": "cross-encoder or MICE folder scoring the candidates (default: cross_encoder)"}
@@ -118,8 +120,8 @@ class EmbedderDistillationConfig:
             raise ValueError(
                 f"need 1 <= layers and 0 <= copied_layers <= layers, got {self.layers}, {self.copied_layers}"
             )
-        if self.new_layers not in ("next", "random"):
-            raise ValueError(f"new_layers must be 'next' or 'random', not {self.new_layers!r}")
+        if self.new_layers not in NEW_LAYERS:
+            raise ValueError(f"new_layers must be one of {', '.join(NEW_LAYERS)}, not {self.new_layers!r}")
         for name in ("negatives", "candidates", "batch_size", "max_steps", "max_length", "train_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -175,20 +177,27 @@ def build_light_dual_encoder(
     cross_encoder: str | Path,
     layers: int = 2,
     copied_layers: int = 1,
-    new_layers: Literal["next", "random"] = "next",
+    new_layers: Literal["next", "top", "random"] = "next",
     max_length: int = 256,
     pooling: Literal["mean", "cls"] = "mean",
 ) -> SentenceTransformer:
     """A ``SentenceTransformer`` of ``layers`` layers: the cross-encoder's embeddings and first ``copied_layers``
-    layers, then ``layers - copied_layers`` new ones (seeded from the cross-encoder's next layers with ``"next"``,
-    freshly initialised with ``"random"``), then pooling.
+    layers, then ``layers - copied_layers`` new ones, then pooling. The new layers are seeded from the cross-encoder's
+    next layers (``"next"``: its first ``layers`` layers, unchanged), from its top layers moved down (``"top"``: the
+    layers that shaped its final states), or freshly initialised (``"random"``).
 
     Raises:
         EarlyLayerError: not a cross-encoder or MICE folder (e.g. a bi-encoder), or more layers than it has.
     """
-    seeded = layers if new_layers == "next" else copied_layers
-    encoder = EarlyLayerEncoder.from_pretrained(cross_encoder, seeded)
-    layer_model = encoder.export_encoder(layers, copied_layers if new_layers == "random" else layers)
+    new = layers - copied_layers
+    if new_layers == "top":
+        encoder = EarlyLayerEncoder.from_pretrained(cross_encoder)  # every layer (a MICE model: its independent ones)
+        check_layer(layers, encoder.num_layers, f"{cross_encoder}: {encoder.num_layers} layers to copy and seed from")
+        seed_from = encoder.num_layers - new
+    else:
+        encoder = EarlyLayerEncoder.from_pretrained(cross_encoder, layers if new_layers == "next" else copied_layers)
+        seed_from = copied_layers if new_layers == "next" else None
+    layer_model = encoder.export_encoder(layers, copied_layers, seed_from)
     return encoder.sentence_transformer(pooling=pooling, max_length=max_length, encoder=layer_model)
 
 

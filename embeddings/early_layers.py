@@ -253,12 +253,17 @@ class EarlyLayerEncoder:
         return {layer: np.concatenate(parts)[inverse] for layer, parts in pooled.items()}
 
     # -- export ----------------------------------------------------------------------------------------------------
-    def export_encoder(self, num_layers: int, copied_layers: int | None = None) -> PreTrainedModel:
+    def export_encoder(
+        self, num_layers: int, copied_layers: int | None = None, seed_from: int | None = None
+    ) -> PreTrainedModel:
         """A stand-alone base model of ``num_layers`` layers: the embeddings and the first ``copied_layers`` layers
-        (default: all ``num_layers``) copied from this encoder, any further layers newly initialised.
+        (default: all ``num_layers``) copied from this encoder; the further layers seeded from this encoder's layers
+        ``seed_from``, ``seed_from + 1``, ... (moved down to their new places), or newly initialised without
+        ``seed_from``.
 
         Raises:
-            EarlyLayerError: more copied layers than this encoder holds, or more copied than total layers.
+            EarlyLayerError: more copied layers than this encoder holds, more copied than total layers, or seed
+                layers beyond the encoder.
         """
         copied_layers = num_layers if copied_layers is None else copied_layers
         if num_layers < 1:
@@ -266,10 +271,21 @@ class EarlyLayerEncoder:
         check_layer(copied_layers, self.num_layers, f"{self.source}: {self.num_layers} layers loaded")
         if not 0 <= copied_layers <= num_layers:
             raise EarlyLayerError(f"cannot copy {copied_layers} layers into a model of {num_layers} layers")
+        seeded = num_layers - copied_layers if seed_from is not None else 0
+        if seeded and not 0 <= seed_from <= self.num_layers - seeded:
+            raise EarlyLayerError(
+                f"cannot seed {seeded} layers from layer {seed_from} on: {self.source} has {self.num_layers} loaded"
+            )
         config = _sub_config(self.full_config, num_layers)
         config.architectures = None
-        state = {name: t for name, t in self.encoder.state_dict().items() if _layer_index(name) < copied_layers}
-        model = _load_encoder(config, state, self.source, allow_missing_layers_from=copied_layers)
+        state = {}
+        for name, tensor in self.encoder.state_dict().items():
+            index = _layer_index(name)
+            if index < copied_layers:
+                state[name] = tensor
+            elif seeded and seed_from <= index < seed_from + seeded:
+                state[_renumber_layer(name, copied_layers + index - seed_from)] = tensor
+        model = _load_encoder(config, state, self.source, allow_missing_layers_from=copied_layers + seeded)
         return model.eval()
 
     def sentence_transformer(
@@ -360,13 +376,30 @@ def save_early_layer_model(
     return Path(output)
 
 
-def _layer_index(name: str) -> int:
-    """The layer a base-model parameter belongs to (``encoder.layer.3.…`` or ``layers.3.…``); -1 outside layers."""
-    parts = name.split(".")
+def _layer_number_position(parts: list[str]) -> int | None:
+    """Where the layer number stands in a base-model parameter name's parts (``encoder.layer.3.…``,
+    ``layers.3.…``); None outside layers."""
     for position, part in enumerate(parts[:-1]):
         if part in ("layer", "layers") and parts[position + 1].isdigit():
-            return int(parts[position + 1])
-    return -1
+            return position + 1
+    return None
+
+
+def _layer_index(name: str) -> int:
+    """The layer a base-model parameter belongs to; -1 outside layers."""
+    parts = name.split(".")
+    position = _layer_number_position(parts)
+    return -1 if position is None else int(parts[position])
+
+
+def _renumber_layer(name: str, index: int) -> str:
+    """``name`` of a layer parameter moved to layer ``index``."""
+    parts = name.split(".")
+    position = _layer_number_position(parts)
+    if position is None:
+        raise ValueError(f"{name} is not a layer parameter")
+    parts[position] = str(index)
+    return ".".join(parts)
 
 
 def _load_encoder(

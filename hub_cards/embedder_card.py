@@ -71,9 +71,10 @@ def render_embedder_card(
         ],
     )
     new = record["layers"] - record["copied_layers"]
-    seeded = (
-        "seeded from the cross-encoder's next layers" if record.get("new_layers") == "next" else "newly initialised"
-    )
+    seeded = {
+        "next": "seeded from the cross-encoder's next layers",
+        "top": "seeded from the cross-encoder's top layers",
+    }.get(record.get("new_layers", "next"), "newly initialised")
     context = {
         "title": card_data.model_name,
         "repo_id": repo_id or f"<namespace>/{folder.name}",

@@ -144,6 +144,31 @@ def test_mice_pooled_document_states_are_the_early_layer_embedding(models, famil
     np.testing.assert_allclose(pooled, early_layer_embeddings(source, TEXTS, layer=2), atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["bert", "modernbert", "deberta-v2"])
+def test_new_layers_seeded_from_the_top_are_the_cross_encoder_top_layers_moved_down(models, family):
+    from embeddings.early_layers import _layer_index, _renumber_layer
+
+    folder = cross_encoder(models, family)
+    reference = EarlyLayerEncoder.from_pretrained(folder)
+    last = reference.num_layers - 1
+    built = build_light_dual_encoder(folder, layers=3, copied_layers=1, new_layers="top")
+    state = built[0].auto_model.state_dict()
+    layers = {}
+    for name, tensor in reference.encoder.state_dict().items():
+        layers.setdefault(_layer_index(name), {})[name] = tensor
+    # Layer 0 and the embeddings copied, layers 1 and 2 from the top two (last - 1, last): every weight, exactly.
+    for source, target in ((-1, -1), (0, 0), (last - 1, 1), (last, 2)):
+        assert layers[source]
+        for name, tensor in layers[source].items():
+            moved = _renumber_layer(name, target) if source >= 0 else name
+            if name.endswith("token_type_embeddings.weight"):
+                tensor = tensor[1:2]  # a single text is embedded as the cross-encoder's document (type 1)
+            assert torch.equal(state[moved], tensor), moved
+    assert {_layer_index(name) for name in state} == {-1, 0, 1, 2}
+    with pytest.raises(EarlyLayerError, match="beyond the model"):
+        build_light_dual_encoder(folder, layers=last + 2, copied_layers=1, new_layers="top")
+
+
 def test_light_dual_encoder_starts_from_the_cross_encoder_layers(models):
     folder = cross_encoder(models)
     seeded = build_light_dual_encoder(folder, layers=3, copied_layers=1, new_layers="next")
