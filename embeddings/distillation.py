@@ -1,9 +1,9 @@
 """The light dual encoder (DE-2, Ananthakrishnan et al., arXiv 2502.03552), distilled from a trained cross-encoder.
 
 :func:`build_light_dual_encoder` takes the cross-encoder's (or MICE model's) embeddings and first ``copied_layers``
-layers, adds layers up to ``layers`` in all (seeded from the cross-encoder's next layers, or freshly initialised),
-then mean pooling: a standard ``SentenceTransformer`` with cosine similarity. :func:`distill_embedder` trains it with
-sentence-transformers' ``SentenceTransformerTrainer``:
+layers, adds layers up to ``layers`` in all (seeded from the cross-encoder's top layers moved down, from its next
+layers, or freshly initialised), then mean pooling: a standard ``SentenceTransformer`` with cosine similarity.
+:func:`distill_embedder` trains it with sentence-transformers' ``SentenceTransformerTrainer``:
 
 1. teacher scores: BM25 candidates of the training queries of a BEIR folder, scored by the cross-encoder
    (``ranking_data.teacher_data.build_from_beir``, resumable), or a given teacher-score dataset;
@@ -47,7 +47,7 @@ from indexing.fingerprint import model_fingerprint
 from ranking_data.beir import BeirData, BeirFormatError, load_beir
 from ranking_data.work_folders import claim_folder
 
-from .early_layers import EarlyLayerEncoder, EarlyLayerError, check_layer, describe_source
+from .early_layers import EarlyLayerEncoder, EarlyLayerError, check_layer, describe_source, source_layers
 
 EMBEDDER_RECORD = "embedder_record.json"
 NEW_LAYERS = ("next", "top", "random")
@@ -64,8 +64,8 @@ class EmbedderDistillationConfig:
     layers: int = field(default=2, metadata={"help": "transformer layers of the dual encoder"})
     copied_layers: int = field(default=1, metadata={"help": "of which copied from the cross-encoder (the rest new)"})
     new_layers: Literal["next", "top", "random"] = field(
-        default="next",
-        metadata={"help": "new layers seeded from the cross-encoder's next layers, its top layers, or random"},
+        default="top",
+        metadata={"help": "new layers seeded from the cross-encoder's top layers, its next layers, or random"},
     )
     teacher: str | None = field(
         default=None, metadata={"help": "cross-encoder or MICE folder scoring the candidates (default: cross_encoder)"}
@@ -150,7 +150,9 @@ class EmbedderDistillationConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The quickstart's embedder step: under a minute of training on 2 CPU cores. On the packaged Debian sample, with
     # 640 teacher-scored queries, 150 steps at 3e-4 gave a dense nDCG@10 of 0.638 (55 s), at 1e-4 0.561 after 100
-    # steps and 0.626 after 300 (116 s); unfreezing the copied layer gave 0.645 for 90 s (docs/results.md).
+    # steps and 0.626 after 300 (116 s); unfreezing the copied layer gave 0.645 for 90 s (docs/results.md). Those
+    # had the new layer seeded from the next one; seeded from the top one (session 19), the quickstart's run went from
+    # 0.606 to 0.727 on the test split.
     "quickstart": {
         "max_queries": 600,
         "candidates": 10,
@@ -177,22 +179,24 @@ def build_light_dual_encoder(
     cross_encoder: str | Path,
     layers: int = 2,
     copied_layers: int = 1,
-    new_layers: Literal["next", "top", "random"] = "next",
+    new_layers: Literal["next", "top", "random"] = "top",
     max_length: int = 256,
     pooling: Literal["mean", "cls"] = "mean",
 ) -> SentenceTransformer:
     """A ``SentenceTransformer`` of ``layers`` layers: the cross-encoder's embeddings and first ``copied_layers``
     layers, then ``layers - copied_layers`` new ones, then pooling. The new layers are seeded from the cross-encoder's
-    next layers (``"next"``: its first ``layers`` layers, unchanged), from its top layers moved down (``"top"``: the
-    layers that shaped its final states), or freshly initialised (``"random"``).
+    top layers moved down (``"top"``: the layers that shaped its final states; far better starting points than the
+    next ones, docs/results.md), from its next layers (``"next"``: its first ``layers`` layers, unchanged), or freshly
+    initialised (``"random"``).
 
     Raises:
         EarlyLayerError: not a cross-encoder or MICE folder (e.g. a bi-encoder), or more layers than it has.
     """
     new = layers - copied_layers
     if new_layers == "top":
-        encoder = EarlyLayerEncoder.from_pretrained(cross_encoder)  # every layer (a MICE model: its independent ones)
-        check_layer(layers, encoder.num_layers, f"{cross_encoder}: {encoder.num_layers} layers to copy and seed from")
+        available = source_layers(cross_encoder)  # checked before the whole model is loaded
+        check_layer(layers, available, f"{cross_encoder}: {available} layers to copy and seed from")
+        encoder = EarlyLayerEncoder.from_pretrained(cross_encoder)
         seed_from = encoder.num_layers - new
     else:
         encoder = EarlyLayerEncoder.from_pretrained(cross_encoder, layers if new_layers == "next" else copied_layers)

@@ -92,6 +92,13 @@ def describe_source(path: str | Path) -> Literal["cross-encoder", "mice"]:
     )
 
 
+def source_layers(path: str | Path) -> int:
+    """How many layers an early-layer encoder can read from a cross-encoder or MICE folder (all of a cross-encoder's,
+    a MICE model's independent ones), off its ``config.json``: no weights are loaded."""
+    config = _read_config(Path(path))
+    return config["fusion_layer"] if describe_source(path) == "mice" else config["num_hidden_layers"]
+
+
 def _uses_token_types(config) -> bool:
     return getattr(config, "type_vocab_size", 0) > 1
 

@@ -320,7 +320,7 @@ def convert_to_mice(
 def distill_light_dual_encoder(
     data: Path, cross_encoder: Path, parent_scores: Path, output: Path, preset: Preset, seed: int
 ) -> dict:
-    """The light dual encoder (DE-2: the cross-encoder's embeddings and first layer, one layer seeded from its second)
+    """The light dual encoder (DE-2: the cross-encoder's embeddings and first layer, one layer seeded from its last)
     trained on the cross-encoder's scores of the conversion's queries; resumes from its last checkpoint."""
     from embeddings.distillation import config_from_preset, distill_embedder, read_embedder_record
 
@@ -517,8 +517,8 @@ def first_stage_lines(output: Path, steps: dict) -> list[str]:
     lines = [
         "## First stage and the whole pipeline",
         "",
-        f"The light dual encoder is the cross-encoder's embeddings and first layer plus one more layer, trained as a "
-        f"dual encoder on the cross-encoder's scores (`embeddings.distill_embedder`). Test split, {first['queries']} "
+        f"The light dual encoder is the cross-encoder's embeddings and first layer plus a layer seeded from its last, "
+        f"trained as a dual encoder on the cross-encoder's scores (`embeddings.distill_embedder`). Test split, {first['queries']} "
         f"queries, exact inner product over all {first['documents']} documents, both dual encoders at "
         f"{first['max_length']} tokens; hybrids fuse per-query min-max normalised scores with equal weights. p: "
         f"paired t-test against BM25. Documents / s: median of {speed['rounds']} rounds on {speed['documents']} "
