@@ -187,7 +187,8 @@ def build_light_dual_encoder(
     layers, then ``layers - copied_layers`` new ones, then pooling. The new layers are seeded from the cross-encoder's
     top layers moved down (``"top"``: the layers that shaped its final states; far better starting points than the
     next ones, docs/results.md), from its next layers (``"next"``: its first ``layers`` layers, unchanged), or freshly
-    initialised (``"random"``).
+    initialised (``"random"``). A moved layer takes its new place's kind where a family's layers differ by position
+    (ModernBERT alternates global and local attention).
 
     Raises:
         EarlyLayerError: not a cross-encoder or MICE folder (e.g. a bi-encoder), or more layers than it has.
