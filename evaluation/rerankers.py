@@ -1,4 +1,4 @@
-"""Re-ranking systems: any sentence-transformers CrossEncoder, and MICE with pre-encoded documents.
+"""Re-ranking systems: any sentence-transformers CrossEncoder, MICE with pre-encoded documents, and any serving backend.
 
 Every system scores one query against its candidate documents (``score_query``); MICE first encodes the candidate
 documents once (``prepare``), so its per-query latency covers only the query side and the interaction layers, and
@@ -255,6 +255,40 @@ class TeacherReranker:
 
     def settings(self) -> dict:
         return {"kind": self.kind, **self.teacher.describe()}
+
+
+class ServingReranker:
+    """A ``serving.rerankers.Reranker`` (PyTorch or ONNX Runtime, fp32 or int8) as an evaluation system, so that every
+    serving backend is re-ranked, timed and scored by the same harness as the other systems.
+
+    ``prepare`` encodes a MICE re-ranker's documents into its bounded cache, so that the per-query latency covers the
+    query side, as with :class:`MiceReranker`; a cross-encoder has nothing to prepare.
+    """
+
+    def __init__(self, reranker, backend: str, folder: str | Path):
+        self.reranker, self.backend, self.folder = reranker, backend, str(folder)
+        self.kind = reranker.kind
+
+    def prepare(self, documents: dict[str, str]) -> float:
+        """Encode the documents (MICE); returns the seconds spent."""
+        start = time.perf_counter()
+        if self.kind == "mice":
+            self.reranker.encode(list(documents.values()))
+        return time.perf_counter() - start
+
+    def release(self) -> None:
+        """Nothing to forget: the re-ranker's document cache is bounded."""
+
+    def score_query(self, query: str, documents: list[str], doc_ids: list[str]) -> list[float]:
+        return self.reranker.score(query, documents).tolist()
+
+    def settings(self) -> dict:
+        return {
+            "kind": self.kind,
+            "model": self.folder,
+            "backend": self.backend,
+            "batch_size": self.reranker.batch_size,
+        }
 
 
 def _describe(long_documents) -> dict | None:

@@ -1,7 +1,8 @@
 """Effectiveness of one model on several serving backends (torch, ONNX fp32, ONNX int8) on the same candidates.
 
 BM25 (the shared first stage) retrieves, each backend's re-ranker (`serving.load_reranker`) re-ranks the top
-`--depth`, and ir-measures scores every run against the qrels, with paired t-tests between backends; what int8
+`--depth` through the evaluation harness (`evaluation.harness.rerank`: documents encoded per chunk of queries, each
+query timed), and ir-measures scores every run against the qrels, with paired t-tests between backends; what int8
 quantisation costs shows as the difference from fp32. A backend written `BACKEND:key-values` scores MICE from its
 documents' cached interaction keys and values instead of their states. Prints one JSON line.
 
@@ -17,8 +18,9 @@ import os
 import time
 from pathlib import Path
 
-from evaluation.harness import bm25_first_stage, subsample_queries, top_documents
+from evaluation.harness import bm25_first_stage, rerank, subsample_queries, summarize_latency
 from evaluation.metrics import compare_runs
+from evaluation.rerankers import ServingReranker
 from ranking_data.beir import load_beir
 from serving.rerankers import BACKENDS, load_reranker
 
@@ -44,17 +46,14 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--backends: {name!r}: the only form after ':' is 'key-values'")
     data = subsample_queries(load_beir(args.data, args.split), args.max_queries)
     candidates, _ = bm25_first_stage(data, k=args.depth)
-    runs, seconds = {"bm25": candidates}, {}
+    runs, seconds, latency = {"bm25": candidates}, {}, {}
     for name, (backend, _, form) in backends.items():
         reranker = load_reranker(args.model, backend, key_values=bool(form), threads=args.threads)
         start = time.perf_counter()
-        run = {}
-        for query_id, ranking in candidates.items():
-            top = top_documents(ranking, args.depth)
-            scores = reranker.score(data.queries[query_id], [data.document_text(d) for d in top]) if top else []
-            run[query_id] = {doc_id: float(score) for doc_id, score in zip(top, scores, strict=True)}
-        runs[name] = run
+        result = rerank(ServingReranker(reranker, name, args.model), data, candidates, args.depth, show_progress=False)
+        runs[name] = result.run
         seconds[name] = round(time.perf_counter() - start, 1)
+        latency[name] = {**summarize_latency(result.query_ms), "document_encoding_s": result.preparation_seconds}
     comparison = compare_runs(data.qrels, runs, ("ndcg@10", "mrr@10"), 0.05)
     report = {
         "model": str(args.model),
@@ -65,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         "scores": comparison["scores"],
         "p_values": comparison["p_values"],
         "seconds": seconds,
+        "latency": latency,
         "load_avg": os.getloadavg(),
     }
     line = json.dumps(report)

@@ -3,6 +3,8 @@ documents equal manual passage splitting, the document cache never re-encodes a 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -274,3 +276,34 @@ def test_a_folder_that_is_not_a_model_gets_one_clear_line(tmp_path):
     assert model_kind(tmp_path) == "mice"
     (tmp_path / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
     assert model_kind(tmp_path) == "cross-encoder"
+
+
+def test_evaluate_backends_scores_each_backend_as_its_reranker_does(tmp_path, sample_data, capsys):
+    """The script re-ranks through the evaluation harness: its metrics equal those of each query scored directly by the
+    serving re-ranker, states and cached keys/values agree, and every query is timed."""
+    from loaders import load_script
+
+    from evaluation.harness import bm25_first_stage
+    from evaluation.metrics import evaluate_run
+    from ranking_data.beir import load_beir, subsample_queries, top_documents
+
+    folder = save_mice(tmp_path, "bert")
+    script = load_script("evaluate_backends")
+    argv = ["--model", str(folder), "--data", str(sample_data), "--backends", "torch,torch:key-values"]
+    script.main([*argv, "--depth", "8", "--max-queries", "6", "--json", str(tmp_path / "report.json")])
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "report.json").read_text())
+
+    data = subsample_queries(load_beir(sample_data, "test"), 6)
+    candidates, _ = bm25_first_stage(data, k=8)
+    reranker = load_reranker(folder, "torch")
+    direct = {}
+    for query_id, ranking in candidates.items():
+        top = top_documents(ranking, 8)
+        scores = reranker.score(data.queries[query_id], [data.document_text(d) for d in top])
+        direct[query_id] = dict(zip(top, scores.tolist(), strict=True))
+    expected = evaluate_run(data.qrels, direct, ("ndcg@10", "mrr@10"))
+    for backend in ("torch", "torch:key-values"):
+        assert report["scores"][backend] == pytest.approx(expected, abs=1e-9), backend
+        assert report["latency"][backend]["queries"] == 6 and report["latency"][backend]["document_encoding_s"] > 0
+    assert report["scores"]["torch"] != report["scores"]["bm25"]  # the re-ranker did re-order the candidates
