@@ -90,7 +90,13 @@ class EmbedderDistillationConfig:
     embedding_teacher: str | None = field(
         default=None, metadata={"help": "a stronger SentenceTransformer whose embeddings are also distilled"}
     )
-    embedding_weight: float = field(default=1.0, metadata={"help": "weight of the embedding distillation loss"})
+    embedding_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of the embedding distillation loss (its batches alternate with the others', so once their "
+            "gradient norm passes max_grad_norm, clipping cancels a larger weight)"
+        },
+    )
     max_length: int = field(default=256, metadata={"help": "tokens per text of the saved model"})
     train_max_length: int = field(default=128, metadata={"help": "tokens per text while training"})
     pooling: Literal["mean", "cls"] = field(default="mean", metadata={"help": "pooling of the token states"})
@@ -108,6 +114,7 @@ class EmbedderDistillationConfig:
         default=None, metadata={"help": "learning rate of the new layers (default: learning_rate)"}
     )
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of the steps spent warming up"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient norm clipped to (0: no clipping)"})
     seed: int = field(default=12, metadata={"help": "seed of the query sample, the negatives and the training"})
     save_steps: int = field(default=200, metadata={"help": "checkpoint every this many steps (resume point)"})
     work_folder: str | None = field(
@@ -125,7 +132,7 @@ class EmbedderDistillationConfig:
         for name in ("negatives", "candidates", "batch_size", "max_steps", "max_length", "train_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("pair_queries", "pair_negatives"):
+        for name in ("pair_queries", "pair_negatives", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio < 1:
@@ -477,6 +484,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         if new_layers and config.new_layer_learning_rate
         else None,
         warmup_steps=config.warmup_ratio,  # transformers 5 reads a value below 1 as a share of max_steps
+        max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         save_steps=config.save_steps,
         save_total_limit=2,
@@ -542,6 +550,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
                 "learning_rate",
                 "new_layer_learning_rate",
                 "warmup_ratio",
+                "max_grad_norm",
                 "temperature",
                 "teacher_temperature",
                 "train_max_length",

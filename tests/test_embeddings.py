@@ -473,6 +473,8 @@ def test_config_rejects_impossible_settings(tmp_path):
         distill_embedder(EmbedderDistillationConfig("ce", "data", "out", max_steps=0))
     with pytest.raises(ValueError, match="pair_queries must not be negative"):
         EmbedderDistillationConfig("ce", "data", "out", pair_queries=-1).check()
+    with pytest.raises(ValueError, match="max_grad_norm must not be negative"):
+        EmbedderDistillationConfig("ce", "data", "out", max_grad_norm=-1.0).check()
     with pytest.raises(ValueError, match="pair_negatives needs pair_queries"):
         EmbedderDistillationConfig("ce", "data", "out", pair_negatives=1).check()
     with pytest.raises(ValueError, match="need 0 <= warmup_ratio < 1, got 1.0"):  # 1 would read as one step
