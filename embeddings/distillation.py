@@ -27,7 +27,6 @@ layers, or freshly initialised), then mean pooling: a standard ``SentenceTransfo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from evaluation.first_stage import encode_in_chunks
+from evaluation.first_stage import cache_key, encode_in_chunks
 from indexing.fingerprint import model_fingerprint
 from ranking_data.beir import BeirData, BeirFormatError, load_beir
 from ranking_data.work_folders import claim_folder
@@ -338,12 +337,10 @@ def embedding_rows(
     targets of the first.
     """
     model = SentenceTransformer(teacher)
-    key = [model_fingerprint(model), model.max_seq_length, texts]
-    digest = hashlib.sha256(json.dumps(key).encode("utf-8")).hexdigest()[:24]
     encoded = encode_in_chunks(
         texts,
         lambda chunk: {"label": model.encode(chunk, batch_size=batch_size, convert_to_numpy=True)},
-        folder / digest,
+        folder / cache_key(model_fingerprint(model), model.max_seq_length, texts),
         show_progress=show_progress,
         description="embedding teacher targets",
     )

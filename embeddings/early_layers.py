@@ -148,23 +148,23 @@ class EarlyLayerEncoder:
                 beyond the model.
         """
         kind = describe_source(path)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        available = source_layers(path)  # checked off config.json, before any weight is loaded
         if kind == "mice":
-            mice = MiceForSequenceClassification.from_pretrained(str(path))
-            full_config, available = mice.config.encoder_config, mice.config.fusion_layer
-            max_length = mice.config.max_document_length
-            source_state = mice.mice.backbone.state_dict()
-            what = (
-                f"MICE-ℓ{mice.config.fusion_layer}+{mice.config.interaction_layers} has {available} independent layers"
-            )
+            raw = _read_config(Path(path))
+            what = f"MICE-ℓ{raw['fusion_layer']}+{raw['interaction_layers']} has {available} independent layers"
         else:
-            full_config = AutoConfig.from_pretrained(str(path))
-            available = full_config.num_hidden_layers
-            max_length = min(encoder_max_length(full_config), tokenizer.model_max_length)
-            source_state = None
             what = f"it has {available} layers"
         num_layers = available if num_layers is None else num_layers
         check_layer(num_layers, available, f"{path}: {what}")
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if kind == "mice":
+            mice = MiceForSequenceClassification.from_pretrained(str(path))
+            full_config, max_length = mice.config.encoder_config, mice.config.max_document_length
+            source_state = mice.mice.backbone.state_dict()
+        else:
+            full_config = AutoConfig.from_pretrained(str(path))
+            max_length = min(encoder_max_length(full_config), tokenizer.model_max_length)
+            source_state = None
         # Layer 0 (the embedding layer's output) is read from a model with one layer: no family builds zero layers.
         config = _sub_config(full_config, max(num_layers, 1))
         config.architectures = None

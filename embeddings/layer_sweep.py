@@ -7,14 +7,12 @@ chunk by chunk) and searches it exactly (cosine, faiss) with the queries' embedd
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from evaluation.first_stage import encode_in_chunks, exact_search
+from evaluation.first_stage import cache_key, encode_in_chunks, exact_search
 from ranking_data.beir import BeirData, Run
 
 from .early_layers import EarlyLayerEncoder, EarlyLayerError, InputFormat, Pooling
@@ -60,10 +58,8 @@ def early_layer_runs(
     if cache_folder is not None:
         from indexing.fingerprint import model_fingerprint
 
-        digest = hashlib.sha256(
-            json.dumps([model_fingerprint(encoder.encoder), settings, doc_ids, texts]).encode("utf-8")
-        ).hexdigest()[:24]
-        folder = Path(cache_folder) / f"{data.name}-{input_format}-{digest}"
+        key = cache_key(model_fingerprint(encoder.encoder), settings, doc_ids, texts)
+        folder = Path(cache_folder) / f"{data.name}-{input_format}-{key}"
     documents = encode_in_chunks(texts, encode, folder, show_progress=show_progress)
     query_ids = list(data.queries)
     queries = encoder.encode(

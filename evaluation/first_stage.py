@@ -237,9 +237,8 @@ class DenseFirstStage(FirstStage):
     def _cache_path(self, data: BeirData, doc_ids: list[str], texts: list[str]) -> Path | None:
         if self.cache_folder is None:
             return None
-        key = [self.fingerprint, self.normalize, self.model.max_seq_length, doc_ids, texts]
-        digest = hashlib.sha256(json.dumps(key).encode("utf-8"))
-        return self.cache_folder / f"{data.name}-{digest.hexdigest()[:24]}"
+        key = cache_key(self.fingerprint, self.normalize, self.model.max_seq_length, doc_ids, texts)
+        return self.cache_folder / f"{data.name}-{key}"
 
     def document_embeddings(self, data: BeirData) -> tuple[list[str], np.ndarray, dict[str, Any]]:
         """Document ids, their embeddings ``(N, dim)`` and the encoding cost (from the cache where it has them)."""
@@ -297,6 +296,12 @@ class EncodedTexts:
         return {"document_encoding_s": self.seconds, "documents_per_s": self.encoded / self.seconds}
 
 
+def cache_key(*parts: Any) -> str:
+    """A short digest of everything (JSON-able) that cached arrays depend on: the name of an
+    :func:`encode_in_chunks` folder."""
+    return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:24]
+
+
 def encode_in_chunks(
     texts: list[str],
     encode: Callable[[list[str]], dict[str, np.ndarray]],
@@ -309,7 +314,7 @@ def encode_in_chunks(
 
     With ``folder``, each finished chunk is written there atomically (safetensors) and read back by later calls, so
     an interrupted encoding of a large corpus resumes where it stopped. The folder's name must identify the model and
-    the texts (callers use a digest of both).
+    the texts (:func:`cache_key` of both).
     """
     from safetensors.numpy import load_file, save_file
     from tqdm.auto import tqdm

@@ -271,7 +271,6 @@ def test_labelled_pairs_take_bm25s_best_non_relevant_documents_as_hard_negatives
 
 @pytest.mark.slow
 def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_data, tmp_path):
-
     folder = cross_encoder(models)
     teacher = tmp_path / "teacher"
     build_light_dual_encoder(folder, layers=2, copied_layers=2).save(str(teacher))
