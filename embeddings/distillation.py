@@ -16,8 +16,10 @@ layers, or freshly initialised), then mean pooling: a standard ``SentenceTransfo
    teacher scores are not;
 4. optionally, embedding-level distillation from a stronger dual encoder (``embedding_teacher``): every text of the
    rows and pairs, its embedding matched to the teacher's with sentence-transformers' ``EmbedDistillLoss`` (cosine;
-   the teacher's embeddings are computed once, resumably, and kept in the work folder);
-   the datasets take turns, one batch each (round robin);
+   the teacher's embeddings are computed once, resumably, and kept in the work folder), plus the lines of
+   ``embedding_texts``, a text file of text broader than the training data's;
+   the datasets take turns, one batch each (``sampler="round-robin"``), or are drawn in proportion to their sizes
+   (``"proportional"``: a large embedding set then takes most steps);
 5. the model trained is a new one built from the cross-encoder or, with ``continue_from``, an earlier output of
    this function trained further (a second stage with other data). It is written to ``output`` (a
    ``SentenceTransformer`` folder with ``embedder_record.json`` for the card). Checkpoints go to the work folder; a
@@ -50,6 +52,7 @@ from .early_layers import EarlyLayerEncoder, EarlyLayerError, check_layer, descr
 
 EMBEDDER_RECORD = "embedder_record.json"
 NEW_LAYERS = ("next", "top", "random")
+SAMPLERS = ("round-robin", "proportional")
 logger = logging.getLogger(__name__)
 
 
@@ -96,6 +99,20 @@ class EmbedderDistillationConfig:
             "gradient norm passes max_grad_norm, clipping cancels a larger weight)"
         },
     )
+    embedding_texts: str | None = field(
+        default=None,
+        metadata={
+            "help": "a UTF-8 text file, one text per line, whose embeddings by the embedding teacher are distilled too "
+            "(text broader than the training data's)"
+        },
+    )
+    sampler: Literal["round-robin", "proportional"] = field(
+        default="round-robin",
+        metadata={
+            "help": "how the losses' datasets share the steps: one batch each in turn, or in proportion to their "
+            "sizes (with many embedding texts, most steps then distil embeddings)"
+        },
+    )
     max_length: int = field(default=256, metadata={"help": "tokens per text of the saved model"})
     train_max_length: int = field(default=128, metadata={"help": "tokens per text while training"})
     pooling: Literal["mean", "cls"] = field(default="mean", metadata={"help": "pooling of the token states"})
@@ -140,6 +157,10 @@ class EmbedderDistillationConfig:
             )
         if self.pair_negatives and not self.pair_queries:
             raise ValueError("pair_negatives needs pair_queries: there are no pairs to add negatives to")
+        if self.embedding_texts and not self.embedding_teacher:
+            raise ValueError("embedding_texts needs embedding_teacher: there is no teacher to embed them")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
         if self.candidates <= self.negatives:
             raise ValueError(f"candidates ({self.candidates}) must exceed negatives ({self.negatives})")
 
@@ -326,6 +347,24 @@ def dataset_texts(*tables: datasets.Dataset) -> list[str]:
     )
 
 
+def read_texts(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped.
+
+    Raises:
+        ValueError: the file is missing, not UTF-8 text, or has no text.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"cannot read the embedding texts {path} ({error}): give a UTF-8 file, one text per line"
+        ) from error
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise ValueError(f"{path} has no text: give a UTF-8 file, one text per line")
+    return texts
+
+
 def embedding_rows(
     texts: list[str], teacher: str, folder: Path, batch_size: int = 64, show_progress: bool = True
 ) -> datasets.Dataset:
@@ -466,6 +505,8 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         losses["pairs"] = MultipleNegativesRankingLoss(model, scale=1.0 / config.temperature)
     if config.embedding_teacher:
         texts = dataset_texts(*train.values())
+        if config.embedding_texts:
+            texts = list(dict.fromkeys(texts + read_texts(config.embedding_texts)))
         train["embedding"] = embedding_rows(
             texts, config.embedding_teacher, config.work / "embedding_targets", show_progress=show_progress
         )
@@ -487,7 +528,9 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         save_total_limit=2,
         logging_steps=max(config.max_steps // 20, 1),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN,
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL
+        if config.sampler == "proportional"
+        else MultiDatasetBatchSamplers.ROUND_ROBIN,
         report_to=[],
         disable_tqdm=not show_progress,
         dataloader_drop_last=True,
@@ -538,6 +581,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
             "pair_rows": len(train["pairs"]) if "pairs" in train else 0,
             "pair_negatives_per_row": config.pair_negatives,
             "embedding_texts": len(train["embedding"]) if "embedding" in train else 0,
+            "embedding_text_file": config.embedding_texts,
         },
         "hyperparameters": {
             key: getattr(config, key)
@@ -548,6 +592,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
                 "new_layer_learning_rate",
                 "warmup_ratio",
                 "max_grad_norm",
+                "sampler",
                 "temperature",
                 "teacher_temperature",
                 "train_max_length",
@@ -616,4 +661,5 @@ __all__ = [
     "labelled_pairs",
     "ranking_rows",
     "read_embedder_record",
+    "read_texts",
 ]

@@ -30,6 +30,7 @@ from embeddings.distillation import (
     embedding_rows,
     labelled_pairs,
     ranking_rows,
+    read_texts,
 )
 from embeddings.early_layers import (
     EarlyLayerEncoder,
@@ -294,6 +295,60 @@ def test_distill_embedder_with_pairs_and_an_embedding_teacher(models, sample_dat
     assert "(8 teacher-scored rows, 10 labelled pairs)" in str(render_embedder_card(output))
 
 
+def test_embedding_texts_are_distilled_too_and_proportional_sampling_gives_them_most_steps(
+    models, sample_data, tmp_path, monkeypatch
+):
+    from sentence_transformers import SentenceTransformer
+
+    from embeddings import distillation
+
+    folder = cross_encoder(models)
+    teacher = tmp_path / "teacher"
+    build_light_dual_encoder(folder, layers=2, copied_layers=2).save(str(teacher))
+    extra = [f"broad text number {i} about topic {i % 7}" for i in range(60)]
+    (tmp_path / "texts.txt").write_text("\n".join(extra[:30]) + "\n\n  \n" + "\n".join(extra[30:]) + "\n")
+    calls = {"embedding": 0, "other": 0}
+    scaled = distillation._Scaled.forward
+
+    def counted(self, features, labels):
+        calls["embedding"] += 1
+        return scaled(self, features, labels)
+
+    monkeypatch.setattr(distillation._Scaled, "forward", counted)
+
+    def run(name: str, sampler: str, texts: Path | None) -> dict:
+        calls["embedding"] = 0
+        config = EmbedderDistillationConfig(
+            str(folder), str(sample_data), str(tmp_path / name), max_queries=8, candidates=3, negatives=1,
+            embedding_teacher=str(teacher), embedding_texts=str(texts) if texts else None, sampler=sampler,
+            batch_size=4, max_steps=6, train_max_length=32, learning_rate=1e-3,
+        )  # fmt: skip
+        record = json.loads((distill_embedder(config, show_progress=False) / "embedder_record.json").read_text())
+        return {**record, "embedding_steps": calls["embedding"]}
+
+    plain = run("plain", "round-robin", None)
+    assert plain["embedding_steps"] == 3  # two datasets, six steps, in turns
+    broad = run("broad", "proportional", tmp_path / "texts.txt")
+    # Every line of the file (blank ones dropped) is embedded by the teacher after the rows' texts.
+    assert broad["data"]["embedding_texts"] == plain["data"]["embedding_texts"] + 60
+    [targets] = (tmp_path / "broad-work" / "embedding_targets").iterdir()
+    labels = np.concatenate([load_file(str(chunk))["label"] for chunk in sorted(targets.iterdir())])
+    np.testing.assert_allclose(labels[-60:], SentenceTransformer(str(teacher)).encode(extra), atol=1e-5)
+    # 2 ranking batches against about 20 embedding batches: drawn in proportion, the embeddings take most of the steps.
+    assert broad["embedding_steps"] >= 5 and broad["hyperparameters"]["sampler"] == "proportional"
+
+
+def test_embedding_texts_must_be_readable_text(tmp_path):
+    with pytest.raises(ValueError, match="has no text: give a UTF-8 file, one text per line"):
+        (tmp_path / "empty.txt").write_text("\n  \n")
+        read_texts(tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match="cannot read the embedding texts .*missing.txt"):
+        read_texts(tmp_path / "missing.txt")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ValueError, match="cannot read the embedding texts"):
+        read_texts(tmp_path / "binary.txt")
+
+
 def test_embedding_targets_are_kept_per_teacher_and_texts(models, tmp_path, monkeypatch):
     from sentence_transformers import SentenceTransformer
 
@@ -474,6 +529,10 @@ def test_config_rejects_impossible_settings(tmp_path):
         EmbedderDistillationConfig("ce", "data", "out", pair_queries=-1).check()
     with pytest.raises(ValueError, match="max_grad_norm must not be negative"):
         EmbedderDistillationConfig("ce", "data", "out", max_grad_norm=-1.0).check()
+    with pytest.raises(ValueError, match="embedding_texts needs embedding_teacher"):
+        EmbedderDistillationConfig("ce", "data", "out", embedding_texts="texts.txt").check()
+    with pytest.raises(ValueError, match="sampler must be one of round-robin, proportional, not 'random'"):
+        EmbedderDistillationConfig("ce", "data", "out", sampler="random").check()
     with pytest.raises(ValueError, match="pair_negatives needs pair_queries"):
         EmbedderDistillationConfig("ce", "data", "out", pair_negatives=1).check()
     with pytest.raises(ValueError, match="need 0 <= warmup_ratio < 1, got 1.0"):  # 1 would read as one step
