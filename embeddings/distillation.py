@@ -366,7 +366,12 @@ def read_texts(path: str | Path) -> list[str]:
 
 
 def embedding_rows(
-    texts: list[str], teacher: str, folder: Path, batch_size: int = 64, show_progress: bool = True
+    texts: list[str],
+    teacher: str,
+    folder: Path,
+    batch_size: int = 64,
+    show_progress: bool = True,
+    width: int | None = None,
 ) -> datasets.Dataset:
     """``(text, label)``: each of ``texts`` with its embedding by ``teacher``.
 
@@ -374,8 +379,16 @@ def embedding_rows(
     ``folder`` named by a digest of the teacher's weights, its maximum length and the texts: an interrupted run
     resumes from its last chunk, and another teacher or another sample of texts is embedded anew, never served the
     targets of the first.
+
+    Raises:
+        ValueError: ``width`` is given and the teacher's embeddings are not that wide (checked before encoding).
     """
     model = SentenceTransformer(teacher)
+    if width is not None and model.get_embedding_dimension() != width:
+        raise ValueError(
+            f"the embedding teacher {teacher} gives {model.get_embedding_dimension()}-dimensional "
+            f"embeddings, the dual encoder {width}-dimensional ones: choose a teacher of the dual encoder's width"
+        )
     encoded = encode_in_chunks(
         texts,
         lambda chunk: {"label": model.encode(chunk, batch_size=batch_size, convert_to_numpy=True)},
@@ -508,7 +521,11 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         if config.embedding_texts:
             texts = list(dict.fromkeys(texts + read_texts(config.embedding_texts)))
         train["embedding"] = embedding_rows(
-            texts, config.embedding_teacher, config.work / "embedding_targets", show_progress=show_progress
+            texts,
+            config.embedding_teacher,
+            config.work / "embedding_targets",
+            show_progress=show_progress,
+            width=model.get_embedding_dimension(),
         )
         losses["embedding"] = _Scaled(EmbedDistillLoss(model, distance_metric="cosine"), config.embedding_weight)
 

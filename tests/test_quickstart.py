@@ -62,6 +62,10 @@ def tiny_collection(sample_data, tmp_path_factory):
 @pytest.mark.real_model  # the offline teacher embeds with the packaged MiniLM
 def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collection, tmp_path, monkeypatch):
     backbone = str(build_tiny_backbone(tmp_path, "bert", num_hidden_layers=4))
+    # all-MiniLM-L6-v2 is wider than the tiny backbone: a dual encoder of the tiny width stands in as the teacher
+    # of the light dual encoder's embeddings.
+    embedding_teacher = str(build_tiny_backbone(tmp_path / "embedding-teacher", "bert", num_hidden_layers=1))
+    monkeypatch.setattr(quickstart, "embedding_teacher_for", lambda cross_encoder: embedding_teacher)
     output = tmp_path / "quickstart"
     report = quickstart.run_quickstart(output, "cpu", data=tiny_collection, backbone=backbone, **TINY)
 
@@ -103,6 +107,10 @@ def test_quickstart_writes_models_evaluation_and_report_then_resumes(tiny_collec
     assert (embedder["layers"], embedder["hyperparameters"]["max_steps"]) == (2, TINY["embedder_steps"])
     # Every query the cross-encoder scored (the conversion's and its held-out ones) has a labelled positive.
     assert embedder["data"]["train_rows"] == TINY["conversion_queries"] + TINY["conversion_held_out"]
+    # It also learnt the embedding teacher's embeddings of those rows' texts, and its budget says so.
+    assert embedder["embedding_teacher"] == embedding_teacher and embedder["data"]["embedding_texts"] > 0
+    budget = json.loads((output / "steps" / "distill-embedder.json").read_text())["budget"]
+    assert budget.endswith(f"with all-MiniLM-L6-v2's embeddings of their {embedder['data']['embedding_texts']} texts")
     # The first-stage step's BM25 is the evaluation's BM25, and its BM25 → MICE the evaluation's MICE: same figures.
     first = json.loads((output / "first_stages.json").read_text())
     assert list(first["systems"]) == ["bm25", "light dual encoder", "all-MiniLM-L6-v2", *quickstart.HYBRIDS]
@@ -220,3 +228,9 @@ def test_the_report_says_per_metric_whether_the_hybrid_pipeline_beats_bm25_then_
         f"{hybrid_mice} against {bm25_mice}: ndcg@10 below (0.829 vs 0.839, p = 0.35); "
         "recall@100 level with (0.987 vs 0.987, p = 0.01 < 0.05)."
     )
+
+
+def test_the_light_dual_encoder_learns_all_minilm_embeddings_only_where_they_are_as_wide(minilm_path, tmp_path):
+    # The default backbone is all-MiniLM-L6-v2 itself; a tiny backbone is 32 wide, not 384.
+    assert quickstart.embedding_teacher_for(Path(minilm_path)) == minilm_path
+    assert quickstart.embedding_teacher_for(build_tiny_backbone(tmp_path, "bert", cross_encoder=True)) is None
