@@ -483,6 +483,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
     data = load_beir(config.data, config.split)  # a clear BeirFormatError for a bad or empty folder
     if not data.corpus:
         raise BeirFormatError(f"{config.data} has an empty corpus")
+    broad_texts = read_texts(config.embedding_texts) if config.embedding_texts else []  # refused before any scoring
     # More steps train the same run further; anything else that decides what the work folder holds must match.
     left_out = ("output", "work_folder", "save_steps", "max_steps")
     claim_folder(work, {k: v for k, v in _jsonable(config).items() if k not in left_out}, "distill-embedder")
@@ -517,9 +518,7 @@ def distill_embedder(config: EmbedderDistillationConfig, show_progress: bool = T
         )
         losses["pairs"] = MultipleNegativesRankingLoss(model, scale=1.0 / config.temperature)
     if config.embedding_teacher:
-        texts = dataset_texts(*train.values())
-        if config.embedding_texts:
-            texts = list(dict.fromkeys(texts + read_texts(config.embedding_texts)))
+        texts = list(dict.fromkeys(dataset_texts(*train.values()) + broad_texts))
         train["embedding"] = embedding_rows(
             texts,
             config.embedding_teacher,
