@@ -8,8 +8,8 @@ language, where a domain's own training text is narrow. The files are those of D
 (``apt-get install wordnet-base``; WordNet 3.0, Princeton's licence). The lines are shuffled with ``--seed`` so that
 ``--count`` takes a sample of every part of speech, and written atomically.
 
-The data files are read directly (their format is WordNet's ``wndb(5WN)``): nltk's reader needs files Debian's
-package lacks (``lexnames``) and refuses folders outside its own data paths.
+The data files are read by the Entity Lens's WordNet reader (``entity_lens.data.read_wordnet``): nltk's needs files
+Debian's package lacks (``lexnames``) and refuses folders outside its own data paths.
 """
 
 from __future__ import annotations
@@ -19,24 +19,19 @@ import random
 import sys
 from pathlib import Path
 
+from entity_lens.data import read_wordnet
 from ranking_data.work_folders import atomic_write_text
 
 PARTS_OF_SPEECH = ("noun", "verb", "adj", "adv")
 
 
 def synset_texts(data_file: Path) -> list[str]:
-    """``"lemma, lemma: gloss"`` for every synset line of a WordNet ``data.POS`` file (the licence header skipped)."""
-    texts = []
-    for line in data_file.read_text(encoding="latin-1").splitlines():
-        if line.startswith("  ") or " | " not in line:  # the header's lines start with two spaces
-            continue
-        fields, _, gloss = line.partition(" | ")
-        parts = fields.split()
-        count = int(parts[3], 16)  # synset_offset lex_filenum ss_type w_cnt (hex), then (word lex_id) pairs
-        # Adjective lemmas may carry a syntactic marker: "galore(ip)".
-        lemmas = [parts[4 + 2 * i].split("(")[0].replace("_", " ") for i in range(count)]
-        texts.append(f"{', '.join(dict.fromkeys(lemmas))}: {gloss.strip()}")
-    return texts
+    """``"lemma, lemma: gloss"`` for every synset of a WordNet ``data.POS`` file (``entity_lens.data.read_wordnet``
+    parses it; adjective lemmas lose their syntactic marker, ``galore(ip)``)."""
+    return [
+        f"{', '.join(dict.fromkeys(lemma.split('(')[0] for lemma in lemmas))}: {gloss}"
+        for lemmas, gloss, _ in read_wordnet(data_file)
+    ]
 
 
 def wordnet_texts(folder: Path, seed: int = 0) -> list[str]:
